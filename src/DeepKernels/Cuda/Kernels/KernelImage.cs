@@ -77,7 +77,7 @@ public sealed class KernelImage
         {
             fatbin = ReadResource(assembly, FatbinResource) ?? [];
             source = fatbin.Length > 0 ? "embedded" : "none";
-            if (fatbin.Length == 0) problems.Add("no fatbin is embedded (the native build did not run: nvcc not found when this assembly was built)");
+            if (fatbin.Length == 0) problems.Add("no fatbin is embedded (the native build did not run, or found no CUDA compiler)");
         }
         reportJson ??= ReadText(assembly, ReportResource);
         signaturesJson ??= ReadText(assembly, SignaturesResource);
