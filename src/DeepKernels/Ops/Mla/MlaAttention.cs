@@ -73,7 +73,7 @@ public sealed class MlaAttention
         {
             var qa = new float[t * c.QLoraRank];
             MlaLinear.Apply(hidden, Weights.QAProj!, c.QLoraRank, c.HiddenSize, qa, _parallel);
-            RmsNorm.Apply(qa, Weights.QANorm!, c.RmsNormEps);
+            Norm.RmsNorm.Apply(qa, Weights.QANorm!, c.RmsNormEps, qa);
             MlaLinear.Apply(qa, Weights.QBProj, h * qDim, c.QLoraRank, q, _parallel);
         }
         else
@@ -84,7 +84,11 @@ public sealed class MlaAttention
         // Latent path: c_kv normalized, k_pe rotated, then into the cache.
         var kv = new float[t * (lat + rope)];
         MlaLinear.Apply(hidden, Weights.KvAProj, lat + rope, c.HiddenSize, kv, _parallel);
-        RmsNorm.ApplyStrided(kv, lat + rope, Weights.KvANorm, c.RmsNormEps);
+        for (int i = 0; i < t; i++)
+        {
+            var cKv = kv.AsSpan(i * (lat + rope), lat);
+            Norm.RmsNorm.Apply(cKv, Weights.KvANorm, c.RmsNormEps, cKv);
+        }
         for (int i = 0; i < t; i++) _rope.Apply(kv.AsSpan(i * (lat + rope) + lat, rope), step.Positions[i]);
         var backend = cache.Backend;
         using (var kvTensor = backend.Upload<float>(kv, DType.Float32, t, lat + rope))
