@@ -16,6 +16,7 @@ public static class KernelLaunchConfigs
     public static IReadOnlyList<KernelLaunchConfig> All { get; } =
     [
         new("dk_quantize_act_fp8", 128, 0),
+        new("dk_dequantize_weight_fp8", 128, 0),
     ];
 
     /// <summary>The configuration of a kernel, or null when it is not in the table.</summary>
