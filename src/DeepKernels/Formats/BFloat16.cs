@@ -6,7 +6,7 @@ namespace DeepKernels.Formats;
 /// bfloat16: the upper 16 bits of an IEEE float. Conversion from float rounds to nearest even
 /// (as CUDA's <c>__float2bfloat16_rn</c>); NaN stays a quiet NaN.
 /// </summary>
-public readonly struct BFloat16 : IEquatable<BFloat16>
+public readonly partial struct BFloat16 : IEquatable<BFloat16>
 {
     /// <summary>The raw bit pattern.</summary>
     public ushort RawValue { get; }

@@ -7,7 +7,7 @@ namespace DeepKernels.Formats;
 /// NaN = S.1111.111, largest finite magnitude 448. Conversion from <see cref="float"/> rounds
 /// to nearest even and saturates to +-448 (CUDA's <c>__NV_SATFINITE</c>); NaN stays NaN.
 /// </summary>
-public readonly struct Float8E4M3 : IEquatable<Float8E4M3>
+public readonly partial struct Float8E4M3 : IEquatable<Float8E4M3>
 {
     /// <summary>Largest finite magnitude, 448.</summary>
     public const float MaxValue = 448f;

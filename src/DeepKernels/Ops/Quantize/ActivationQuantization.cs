@@ -50,15 +50,8 @@ public static class ActivationQuantization
     /// <summary>Quantizes one group and returns its scale.</summary>
     internal static float QuantizeGroup(ReadOnlySpan<float> group, Span<Float8E4M3> output, ScaleFormat format)
     {
-        float amax = 0;
-        foreach (float x in group)
-        {
-            float a = MathF.Abs(x);
-            if (float.IsFinite(a) && a > amax) amax = a;
-        }
-        float scale = ScaleFor(amax, format);
-        for (int i = 0; i < group.Length; i++)
-            output[i] = Float8E4M3.FromRaw(Float8E4M3.ToRaw(group[i] / scale));
+        float scale = ScaleFor(Fp8BlockKernels.AbsMaxFinite(group), format);
+        Fp8BlockKernels.QuantizeScaled(group, scale, System.Runtime.InteropServices.MemoryMarshal.AsBytes(output));
         return scale;
     }
 
