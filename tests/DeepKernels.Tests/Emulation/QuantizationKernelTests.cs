@@ -141,4 +141,34 @@ public class QuantizationKernelTests : EmulatorTestBase
                 Assert.That(got[r * k + c], Is.EqualTo(expected).Within(tolerance), $"out[{r},{c}]");
             }
     }
+
+    [TestCase(130, 300)]
+    [TestCase(3, 7168)]
+    public void DequantizeWeightMatchesCpuReferenceBitForBit(int n, int k)
+    {
+        var rng = new Random(n + k);
+        var codes = new byte[n * k];
+        rng.NextBytes(codes);
+        for (int i = 0; i < codes.Length; i++) if ((codes[i] & 0x7F) == 0x7F) codes[i] = 0xBA; // no NaN codes
+        int nb = (n + 127) / 128, kb = (k + 127) / 128;
+        var scaleInv = new float[nb * kb];
+        for (int i = 0; i < scaleInv.Length; i++) scaleInv[i] = (float)(rng.NextDouble() * 3 + 1e-3);
+        var weight = Array.ConvertAll(codes, Float8E4M3.FromRaw);
+        var expectedF32 = new float[n * k];
+        var expectedBf16 = new BFloat16[n * k];
+        WeightQuantization.Dequantize(weight, scaleInv, n, k, expectedF32);
+        WeightQuantization.Dequantize(weight, scaleInv, n, k, expectedBf16);
+
+        ulong dw = Upload<byte>(codes), dsc = Upload<float>(scaleInv), df = Alloc(n * k * 4), db = Alloc(n * k * 2);
+        var grid = new Dim3((uint)((k + 511) / 512), (uint)n);
+        Launch("dk_dequantize_weight_fp8", grid, new Dim3(128), new KernelArgs().Ptr(dw).Ptr(dsc).Ptr(df).Int(0).Int(n).Int(k));
+        Launch("dk_dequantize_weight_fp8", grid, new Dim3(128), new KernelArgs().Ptr(dw).Ptr(dsc).Ptr(db).Int(1).Int(n).Int(k));
+        float[] f = Download<float>(df, n * k);
+        ushort[] b = Download<ushort>(db, n * k);
+        for (int i = 0; i < n * k; i++)
+        {
+            Assert.That(BitConverter.SingleToInt32Bits(f[i]), Is.EqualTo(BitConverter.SingleToInt32Bits(expectedF32[i])), $"f32 out[{i / k},{i % k}]");
+            Assert.That(b[i], Is.EqualTo(expectedBf16[i].RawValue), $"bf16 out[{i / k},{i % k}]");
+        }
+    }
 }

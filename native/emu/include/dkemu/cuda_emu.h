@@ -55,6 +55,10 @@ DKEMU_VEC4(uchar4, unsigned char, 4)
 #undef DKEMU_VEC2
 #undef DKEMU_VEC4
 
+// The TMA descriptor type of <cuda.h> (128 opaque bytes, 64-byte aligned); the emulator's TMA
+// twins define its contents.
+struct __attribute__((aligned(64))) CUtensorMap { unsigned long long opaque[16]; };
+
 namespace dkemu {
 
 // What a kernel can see of the running CUDA thread and CTA (the scheduler owns the rest).
