@@ -90,6 +90,16 @@ public sealed class KernelArgs
 
     public KernelArgs Float(float value) => Add(value);
 
+    /// <summary>A by-value blob such as a 128-byte CUtensorMap (64-byte aligned in the pack).</summary>
+    public KernelArgs Blob(byte[] value)
+    {
+        _used = (_used + 63) & ~63;
+        value.CopyTo(_data, _used);
+        _slots.Add((_used, value.Length));
+        _used += value.Length;
+        return this;
+    }
+
     private KernelArgs Add<T>(T value) where T : unmanaged
     {
         int size = Marshal.SizeOf<T>();
