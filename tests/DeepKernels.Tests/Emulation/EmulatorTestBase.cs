@@ -59,6 +59,15 @@ public abstract class EmulatorTestBase
     protected void Launch(string kernel, Dim3 grid, Dim3 block, KernelArgs args, uint dynamicSharedBytes = 0) =>
         args.Launch(Driver, Function(kernel), grid, block, dynamicSharedBytes);
 
+    /// <summary>Element-wise equality of large arrays with one assertion, naming the first mismatch.</summary>
+    protected static void AssertSame<T>(T[] actual, T[] expected, string what) where T : IEquatable<T>
+    {
+        Assert.That(actual.Length, Is.EqualTo(expected.Length), what);
+        for (int i = 0; i < actual.Length; i++)
+            if (!actual[i].Equals(expected[i]))
+                Assert.Fail($"{what}: element {i} is {actual[i]}, expected {expected[i]}");
+    }
+
     /// <summary>Runs <paramref name="launch"/> and returns the CudaException it must throw.</summary>
     protected static CudaException ExpectFailure(Action launch)
     {
