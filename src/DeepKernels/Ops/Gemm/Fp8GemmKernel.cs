@@ -55,7 +55,7 @@ internal static unsafe class Fp8GemmKernel
     public const int PanelRows = 16;
 
     /// <summary>A rows whose accumulators are live at once for one panel.</summary>
-    public const int RowsPerPass = 64;
+    public const int RowsPerPass = 256;
 
     /// <summary>A rows decoded to FP32 at a time (bounds the temporary memory).</summary>
     public const int RowsPerChunk = 256;
@@ -160,8 +160,15 @@ internal static unsafe class Fp8GemmKernel
                 new Span<float>(s.Acc, passRows * PanelRows * 8).Clear();
                 for (int kb = 0; kb < kBlocks; kb++)
                 {
-                    DecodePanelBlock(p, n0, panelRows, kb, s.B);
                     float sb = p.ScaleB[nb * p.ScaleBStride + kb];
+                    if (passRows == 1 && (kb + 1) * Kb <= p.K)
+                    {
+                        // Single-row decode: FP8 weights go straight from memory into FMAs.
+                        RunSingleRowBlock(p, af + (long)pass0 * kPadded + kb * Kb, n0, panelRows, kb,
+                            p.ScaleA[(c0 + pass0) * p.ScaleAStride + kb] * sb, s);
+                        continue;
+                    }
+                    DecodePanelBlock(p, n0, panelRows, kb, s.B);
                     for (int r = 0; r < passRows; r++)
                         s.RowScale[r] = p.ScaleA[(c0 + pass0 + r) * p.ScaleAStride + kb] * sb;
                     float* aBlock = af + (long)pass0 * kPadded + kb * Kb;
@@ -185,6 +192,55 @@ internal static unsafe class Fp8GemmKernel
                 Store(p, c0 + pass0, passRows, n0, panelRows, s.Acc);
             }
         }
+    }
+
+    /// <summary>
+    /// One A row against a panel for one full 128-K block: groups of 4 plain B rows are decoded in
+    /// registers and multiplied at once (no FP32 staging); other groups go through the buffer.
+    /// </summary>
+    private static void RunSingleRowBlock(in Fp8GemmProblem p, float* a, int n0, int panelRows, int kb, float scale, Scratch s)
+    {
+        long k0 = (long)kb * Kb;
+        for (int j = 0; j < PanelRows; j += 4)
+        {
+            if (j >= panelRows) break;
+            byte* b0 = p.B + (n0 + j) * p.Ldb + k0;
+            if (j + 4 <= panelRows && Float8E4M3.IsPlain128(b0) && Float8E4M3.IsPlain128(b0 + p.Ldb)
+                && Float8E4M3.IsPlain128(b0 + 2 * p.Ldb) && Float8E4M3.IsPlain128(b0 + 3 * p.Ldb))
+            {
+                Fused1x4(a, b0, p.Ldb, s.Acc + j * 8, scale);
+            }
+            else
+            {
+                DecodePanelBlock(p, n0, panelRows, kb, s.B);
+                Kernel1x4(a, s.B + j * Kb, s.Acc + j * 8, scale);
+            }
+        }
+    }
+
+    /// <summary>1 A row x 4 plain FP8 B rows over one 128-K block, decoding B in registers.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Fused1x4(float* a, byte* b, long ldb, float* acc, float scale)
+    {
+        Vector256<float> c0 = default, c1 = default, c2 = default, c3 = default;
+        byte* b1 = b + ldb, b2 = b1 + ldb, b3 = b2 + ldb;
+        Sse.Prefetch0(b + PrefetchDistance);
+        Sse.Prefetch0(b1 + PrefetchDistance);
+        Sse.Prefetch0(b2 + PrefetchDistance);
+        Sse.Prefetch0(b3 + PrefetchDistance);
+        Sse.Prefetch0(b + PrefetchDistance + 64);
+        Sse.Prefetch0(b1 + PrefetchDistance + 64);
+        Sse.Prefetch0(b2 + PrefetchDistance + 64);
+        Sse.Prefetch0(b3 + PrefetchDistance + 64);
+        for (int k = 0; k < Kb; k += 8)
+        {
+            var x = Avx.LoadVector256(a + k);
+            c0 = Fma.MultiplyAdd(x, Float8E4M3.DecodeVectorNoNaN(Avx2.ConvertToVector256Int32((sbyte*)(b + k))), c0);
+            c1 = Fma.MultiplyAdd(x, Float8E4M3.DecodeVectorNoNaN(Avx2.ConvertToVector256Int32((sbyte*)(b1 + k))), c1);
+            c2 = Fma.MultiplyAdd(x, Float8E4M3.DecodeVectorNoNaN(Avx2.ConvertToVector256Int32((sbyte*)(b2 + k))), c2);
+            c3 = Fma.MultiplyAdd(x, Float8E4M3.DecodeVectorNoNaN(Avx2.ConvertToVector256Int32((sbyte*)(b3 + k))), c3);
+        }
+        Promote(acc, c0, scale); Promote(acc + 8, c1, scale); Promote(acc + 16, c2, scale); Promote(acc + 24, c3, scale);
     }
 
     /// <summary>Decodes B[n0 .. n0+rows, kb*128 .. +128] to FP32 (unscaled), zero-padding rows and K.</summary>
@@ -309,7 +365,7 @@ internal static unsafe class Fp8GemmKernel
     }
 
     /// <summary>Portable fallback with the same numerics (per-block partials, promoted in FP32).</summary>
-    private static void RunScalar(in Fp8GemmProblem p, int m0, int m1)
+    internal static void RunScalar(in Fp8GemmProblem p, int m0, int m1)
     {
         var table = Float8E4M3.DecodedValues;
         for (int m = m0; m < m1; m++)

@@ -234,6 +234,29 @@ public class Fp8GemmTests
     }
 
     [Test]
+    public unsafe void PortableFallbackMatchesFloat64Reference()
+    {
+        const int m = 3, n = 140, k = 300;
+        var g = GemmInputs.Create(m, n, k, 21);
+        var (expected, absSum) = g.Reference();
+        var d = new float[m * n];
+        fixed (Float8E4M3* pa = g.A)
+        fixed (Float8E4M3* pb = g.B)
+        fixed (float* psa = g.SA)
+        fixed (float* psb = g.SB)
+        fixed (float* pd = d)
+        {
+            var p = new Fp8GemmProblem
+            {
+                A = (byte*)pa, Lda = k, ScaleA = psa, ScaleAStride = 3, B = (byte*)pb, Ldb = k, ScaleB = psb, ScaleBStride = 3,
+                D = pd, Ldd = n, M = m, N = n, K = k,
+            };
+            Fp8GemmKernel.RunScalar(p, 0, m);
+        }
+        AssertClose(expected, absSum, d.Select(v => (double)v).ToArray(), bf16: false);
+    }
+
+    [Test]
     public void SpanApiRejectsBadInput()
     {
         var g = GemmInputs.Create(2, 130, 300, 1);
