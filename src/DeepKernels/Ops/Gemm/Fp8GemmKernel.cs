@@ -40,13 +40,24 @@ internal unsafe struct Fp8GemmProblem
 /// <para>
 /// Scheme: A rows are decoded once per call into FP32 (unscaled E4M3 values, K padded with zeros
 /// to a multiple of 128). B is processed in panels of <see cref="PanelRows"/> rows that lie inside
-/// one 128-row scale block; for every 128-wide K block the panel is decoded into a small FP32
-/// buffer (an L1-resident 8 KiB tile) and multiplied with 4x3 / 4x1 / 1x4 register-blocked FMA
-/// microkernels. Each K block's partial sums stay in registers and are then folded into per-(m, n)
-/// FP32 vector accumulators with the combined scale sa[m, kb] * sb[n / 128, kb] (the promotion);
-/// lanes are summed once at the end. With small M (decode) every FP8 weight row is streamed
-/// from memory exactly once and decoded on the fly; with large M (prefill) each decoded panel
-/// block is reused by up to <see cref="RowsPerPass"/> rows. Panels are spread over threads.
+/// one 128-row scale block; panels are spread over threads. For every 128-wide K block the panel
+/// is decoded into a small FP32 buffer (an L1-resident 8 KiB tile) and multiplied with 4x3 / 4x1 /
+/// 1x4 register-blocked FMA microkernels (AVX2 + FMA; AVX-512 machines run the same 256-bit code).
+/// Each K block's partial sums stay in registers and are then folded into per-(m, n) FP32 vector
+/// accumulators with the combined scale sa[m, kb] * sb[n / 128, kb] (the promotion); lanes are
+/// summed once at the end.
+/// </para>
+/// <para>
+/// Decode (small M): every FP8 weight row is streamed from memory exactly once (with software
+/// prefetch, as 16 rows are read interleaved); for a single A row, groups of four weight rows are
+/// decoded in registers straight into the FMAs. Prefill (large M): each decoded panel block is
+/// reused by up to <see cref="RowsPerPass"/> A rows, so decoding costs ~1/256 of the FMAs.
+/// </para>
+/// <para>
+/// Decoding: blocks of 128 codes without NaN or non-zero subnormal codes (the common case for
+/// real weights) use shift/mask/multiply-by-2^120; other blocks use an exact integer decode with
+/// a permute for subnormals and a blend for NaN, so NaN inputs give NaN outputs and no FP32
+/// subnormal arithmetic (slow on some CPUs) is ever executed.
 /// </para>
 /// </summary>
 internal static unsafe class Fp8GemmKernel
@@ -201,6 +212,7 @@ internal static unsafe class Fp8GemmKernel
     private static void RunSingleRowBlock(in Fp8GemmProblem p, float* a, int n0, int panelRows, int kb, float scale, Scratch s)
     {
         long k0 = (long)kb * Kb;
+        bool decoded = false;
         for (int j = 0; j < PanelRows; j += 4)
         {
             if (j >= panelRows) break;
@@ -212,7 +224,8 @@ internal static unsafe class Fp8GemmKernel
             }
             else
             {
-                DecodePanelBlock(p, n0, panelRows, kb, s.B);
+                if (!decoded) DecodePanelBlock(p, n0, panelRows, kb, s.B);
+                decoded = true;
                 Kernel1x4(a, s.B + j * Kb, s.Acc + j * 8, scale);
             }
         }
