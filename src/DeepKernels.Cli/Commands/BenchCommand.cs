@@ -1,0 +1,147 @@
+using System.Globalization;
+using System.Runtime.InteropServices;
+using DeepKernels.Backends;
+using DeepKernels.Diagnostics.Benchmarking;
+
+namespace DeepKernels.Cli.Commands;
+
+/// <summary>
+/// `deepkernels bench`: times every registered op case (<see cref="OpBenchRegistry"/>) on one
+/// backend and reports throughput against the machine's ceilings. CPU: Stopwatch, warm-up,
+/// median. CUDA: events, warm-up, L2 flush between repeats, median; peaks from the datasheet
+/// table (<see cref="DevicePeaks"/>). Exit codes: 0 ok, 2 bad usage (unknown op/backend),
+/// 3 backend unavailable (the reason is printed, and written to --json when given).
+/// The JSON schema is documented in Diagnostics/Benchmarking/BenchReport.cs.
+/// </summary>
+internal sealed class BenchCommand : ICliCommand
+{
+    /// <summary>Exit code when the requested backend cannot be created (no GPU, no driver, kernels not built).</summary>
+    public const int BackendUnavailable = 3;
+
+    private static readonly string[] BackendNames = ["cpu", "cuda", "cuda-emu"];
+
+    public string Name => "bench";
+
+    public string Summary => "Time each op at its anchor shapes: --backend cpu|cuda|cuda-emu [--op NAME] [--case TEXT] [--json FILE] [--repeats N] [--warmup N] [--list].";
+
+    public int Run(CliArguments args, TextWriter output)
+    {
+        string backendName = args.String("backend", "cpu").ToLowerInvariant();
+        string? op = args.String("op");
+        string? caseFilter = args.String("case");
+        string? jsonPath = args.String("json");
+        int repeats = args.Int("repeats", 10, 1, 10_000);
+        int warmup = args.Int("warmup", 3, 0, 10_000);
+        bool list = args.Flag("list");
+        args.EnsureAllUsed();
+
+        if (!BackendNames.Contains(backendName))
+            throw new CliUsageException($"unknown backend '{backendName}'. Valid backends: {string.Join(", ", BackendNames)}.");
+        IReadOnlyList<OpBenchCase> selected = op is null ? OpBenchRegistry.All : OpBenchRegistry.ForOp(op);
+        if (selected.Count == 0)
+            throw new CliUsageException($"unknown op '{op}'. Valid ops: {string.Join(", ", OpBenchRegistry.Ops)}.");
+        selected = selected.Where(c => c.RunsOn(backendName)).ToList();
+        if (caseFilter is not null)
+        {
+            var all = selected;
+            selected = all.Where(c => c.Name.Contains(caseFilter, StringComparison.OrdinalIgnoreCase)).ToList();
+            if (selected.Count == 0)
+                throw new CliUsageException($"no case matches '{caseFilter}'. Cases: {string.Join("; ", all.Select(c => c.Name))}.");
+        }
+
+        if (list)
+        {
+            foreach (var c in selected) output.WriteLine($"{c.Op,-14} {c.Name}");
+            return 0;
+        }
+
+        Backend backend;
+        try
+        {
+            backend = BackendFactory.Create(backendName);
+        }
+        catch (Exception e) when (e is ArgumentException or InvalidOperationException or NotSupportedException or Cuda.CudaException or DllNotFoundException or EntryPointNotFoundException)
+        {
+            return Unavailable(backendName, e.Message, jsonPath, warmup, repeats, output);
+        }
+
+        using (backend)
+        {
+            BenchMachine machine;
+            BenchLimits limits;
+            IBenchTimer timer;
+            if (backend.Name == "cpu")
+            {
+                output.WriteLine("Measuring this machine's limits (copy bandwidth, FMA peak)...");
+                var cpu = CpuMachineLimits.Current;
+                limits = BenchLimits.FromCpu(cpu);
+                machine = new BenchMachine($"CPU {RuntimeInformation.ProcessArchitecture}, {cpu.Threads} threads", null, "measured",
+                    $"copy {cpu.CopyBandwidthGBps:F1} GB/s (read+write), FP32 FMA {cpu.FmaPeakGflops:F1} GFLOP/s ({cpu.VectorBits}-bit)");
+                timer = new StopwatchTimer();
+            }
+            else
+            {
+                var target = CudaBenchBinding.TryGetTarget(backend);
+                if (target is null)
+                    return Unavailable(backendName, $"backend '{backend.Name}' does not expose a CUDA stream for event timing.", jsonPath, warmup, repeats, output);
+                var peak = DevicePeaks.Find(target.Device.Name);
+                limits = peak is null ? BenchLimits.None : BenchLimits.FromDevice(peak);
+                string note = backendName == "cuda-emu"
+                    ? "kernel emulator on the CPU: timings show emulator speed, not GPU speed"
+                    : peak?.Note ?? $"'{target.Device.Name}' is not in the peak table: no percentages";
+                machine = new BenchMachine(target.Device.Name, target.Device.ComputeCapability, peak is null ? "none" : "datasheet", note);
+                timer = new CudaEventTimer(target.Driver, target.Stream, target.Device.L2CacheBytes);
+            }
+
+            output.WriteLine($"Backend {backend.Name} on {machine.Name}: {machine.Note}");
+            output.WriteLine($"Timing: {timer.Method}, {warmup} warm-up, median of {repeats}.");
+            bool tera = backend.Name != "cpu";
+            output.WriteLine($"{"case",-34} {"median ms",11} {(tera ? "TFLOP/s" : "GFLOP/s"),10} {"GB/s",10} {"%compute",9} {"%memory",8}");
+            var results = new List<BenchCaseResult>();
+            try
+            {
+                foreach (var c in selected)
+                {
+                    var r = BenchRunner.Run(c, backend, timer, limits, warmup, repeats);
+                    results.Add(r);
+                    output.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                        $"{r.Name,-34} {r.MedianMs,11:F4} {(tera ? r.Gflops / 1000 : r.Gflops),10:F2} {r.GBps,10:F1} {Percent(r.PercentComputePeak),9} {Percent(r.PercentMemoryPeak),8}"));
+                }
+            }
+            finally
+            {
+                (timer as IDisposable)?.Dispose();
+            }
+
+            if (jsonPath is not null)
+            {
+                var report = new BenchReport(BenchReport.SchemaId, DateTime.UtcNow, backend.Name, true, null, timer.Method, warmup, repeats, machine, limits, results);
+                WriteJson(jsonPath, report);
+                output.WriteLine($"Wrote {jsonPath}");
+            }
+            return 0;
+        }
+    }
+
+    private static string Percent(double? value) => value is null ? "-" : value.Value.ToString("F1", CultureInfo.InvariantCulture) + "%";
+
+    private static int Unavailable(string backendName, string reason, string? jsonPath, int warmup, int repeats, TextWriter output)
+    {
+        output.WriteLine($"Backend '{backendName}' unavailable: {reason}");
+        if (jsonPath is not null)
+        {
+            var report = new BenchReport(BenchReport.SchemaId, DateTime.UtcNow, backendName, false, reason, "none", warmup, repeats,
+                new BenchMachine("unavailable", null, "none", reason), BenchLimits.None, []);
+            WriteJson(jsonPath, report);
+            output.WriteLine($"Wrote {jsonPath}");
+        }
+        return BackendUnavailable;
+    }
+
+    private static void WriteJson(string path, BenchReport report)
+    {
+        string? dir = Path.GetDirectoryName(Path.GetFullPath(path));
+        if (dir is not null) Directory.CreateDirectory(dir);
+        File.WriteAllText(path, report.ToJson());
+    }
+}

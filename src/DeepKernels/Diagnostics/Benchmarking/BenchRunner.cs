@@ -1,0 +1,39 @@
+namespace DeepKernels.Diagnostics.Benchmarking;
+
+/// <summary>Runs prepared op cases with a timer and turns samples into throughput and % of peak.</summary>
+public static class BenchRunner
+{
+    /// <summary>Prepares, times and releases one case on <paramref name="backend"/>.</summary>
+    public static BenchCaseResult Run(OpBenchCase benchCase, Backends.Backend backend, IBenchTimer timer, BenchLimits limits, int warmup, int repeats)
+    {
+        ArgumentNullException.ThrowIfNull(benchCase);
+        ArgumentNullException.ThrowIfNull(backend);
+        ArgumentNullException.ThrowIfNull(timer);
+        ArgumentNullException.ThrowIfNull(limits);
+        using var instance = benchCase.Prepare(backend);
+        backend.Synchronize();
+        double[] samples = timer.Time(instance.Run, warmup, repeats);
+        backend.Synchronize();
+        return Summarize(benchCase, samples, limits);
+    }
+
+    /// <summary>Throughput, intensity and percentages of the ceilings for measured samples (ms per run).</summary>
+    public static BenchCaseResult Summarize(OpBenchCase benchCase, IReadOnlyList<double> samplesMs, BenchLimits limits)
+    {
+        ArgumentNullException.ThrowIfNull(benchCase);
+        ArgumentNullException.ThrowIfNull(samplesMs);
+        ArgumentNullException.ThrowIfNull(limits);
+        double median = BenchStatistics.Median(samplesMs.ToArray());
+        double seconds = median / 1e3;
+        double gflops = seconds > 0 ? benchCase.Flops / seconds / 1e9 : 0;
+        double gbps = seconds > 0 ? benchCase.Bytes / seconds / 1e9 : 0;
+        double? compute = limits.Compute(benchCase.Precision);
+        return new BenchCaseResult(
+            benchCase.Op, benchCase.Name, benchCase.Shape, BenchReport.PrecisionName(benchCase.Precision),
+            benchCase.Flops, benchCase.Bytes, benchCase.ArithmeticIntensity,
+            median, samplesMs.Min(), samplesMs.Max(), samplesMs.ToArray(),
+            gflops, gbps,
+            compute is > 0 ? 100 * gflops / compute.Value : null,
+            limits.MemoryGBps is > 0 ? 100 * gbps / limits.MemoryGBps.Value : null);
+    }
+}
