@@ -2,6 +2,7 @@ using DeepKernels.Backends;
 using DeepKernels.Backends.Cpu;
 using DeepKernels.Formats;
 using DeepKernels.Ops.MoeLayer;
+using DeepKernels.Ops.MoeRouter;
 using DeepKernels.Tensors;
 using static DeepKernels.Tests.Moe.MoeTestData;
 
@@ -140,6 +141,31 @@ public class MoeLayerTests
         var sharedOnly = backend.Download<float>(outBuf).Select(v => (double)v).ToArray();
         Assert.That(CalcDiff(sharedOnly, Reference(layer, x, Enumerable.Repeat(-1, ids.Length).ToArray(), w)), Is.LessThan(1e-4));
         Assert.That(CalcDiff(sharedOnly, expected), Is.GreaterThan(1e-2));
+    }
+
+    [Test]
+    public void RoutedOverloadEqualsRouteThenForward()
+    {
+        var backend = new CpuBackend();
+        var config = SmallConfig with { NumExperts = 8, TopK = 3 };
+        var router = new MoeRouterConfig { NGroup = 4, TopKGroup = 2, TopK = 3, RoutedScalingFactor = 2.5f };
+        using var layer = Build(backend, config, 12);
+        const int tokens = 11;
+        var logits = Random(tokens * 8, 4, 3);
+        float[] bias = [0.1f, -0.2f, 0, 0.3f, 0, 0, -0.1f, 0.2f];
+        var ids = new int[tokens * 3];
+        var w = new float[tokens * 3];
+        MoeRouting.Route(logits, 8, bias, router, ids, w);
+        var x = Random(tokens * config.Hidden, 8, 1);
+        using var xBuf = backend.Upload<float>(x, DType.Float32, tokens, config.Hidden);
+        using var logitBuf = backend.Upload<float>(logits, DType.Float32, tokens, 8);
+        using var biasBuf = backend.Upload<float>(bias, DType.Float32, 8);
+        using var outBuf = backend.Allocate(DType.Float32, tokens, config.Hidden);
+        using var ws = MoeWorkspace.Create(backend, config, 16);
+        MoeFeedForward.Forward(backend, layer.Weights, router, logitBuf, biasBuf.View, xBuf, ws, outBuf);
+        var got = backend.Download<float>(outBuf).Select(v => (double)v).ToArray();
+        Assert.That(CalcDiff(got, Reference(layer, x, ids, w)), Is.LessThan(1e-4));
+        Assert.Throws<ArgumentException>(() => MoeFeedForward.Forward(backend, layer.Weights, router with { TopK = 2 }, logitBuf, biasBuf.View, xBuf, ws, outBuf));
     }
 
     [Test]
