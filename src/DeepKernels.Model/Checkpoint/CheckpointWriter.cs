@@ -37,6 +37,19 @@ public sealed class CheckpointWriter
         _tensors.Add((name, dtype, (long[])shape.Clone(), data.ToArray()));
     }
 
+    /// <summary>Removes a tensor added before; returns whether it was present.</summary>
+    public bool Remove(string name)
+    {
+        int i = _tensors.FindIndex(t => t.Name == name);
+        if (i < 0) return false;
+        _tensors.RemoveAt(i);
+        _names.Remove(name);
+        return true;
+    }
+
+    /// <summary>Names added so far, in order.</summary>
+    public IEnumerable<string> Names => _tensors.Select(t => t.Name);
+
     /// <summary>Adds a tensor from typed values.</summary>
     public void Add<T>(string name, DType dtype, long[] shape, ReadOnlySpan<T> values) where T : unmanaged =>
         Add(name, dtype, shape, System.Runtime.InteropServices.MemoryMarshal.AsBytes(values));
