@@ -687,7 +687,7 @@ int barrier(int op, int predicate, const char* file, int line)
     w->bar_count = 0;
     w->bar_and = 1;
     w->bar_or = 0;
-  } else if (w->bar_line != line || strcmp(w->bar_file, file) != 0 || w->bar_op != op) {
+  } else if (w->bar_line != line || w->bar_op != op || (w->bar_file != file && strcmp(w->bar_file, file) != 0)) {
     abort_fiber(f, kLaunchFailed,
                 format("%s: barrier divergence: this thread reached the barrier at %s:%d while %d thread(s) wait at %s:%d",
                        where(w, f).c_str(), file, line, w->bar_arrived, w->bar_file, w->bar_line));
@@ -720,7 +720,7 @@ void warp_collective(unsigned mask, const char* kind, void* data, WarpCompute co
   WarpOp* op = nullptr;
   for (WarpOp& o : warp.ops) {
     if (!o.live || !(o.mask & mask)) continue;
-    if (o.mask != mask || strcmp(o.kind, kind) != 0)
+    if (o.mask != mask || (o.kind != kind && strcmp(o.kind, kind) != 0))
       abort_fiber(f, kLaunchFailed,
                   format("%s: warp divergence: lane %u calls %s (%s:%d) with mask 0x%08x while lanes 0x%08x wait in %s (%s:%d) with mask 0x%08x",
                          where(w, f).c_str(), f->view.lane, kind, file, line, mask, o.arrived, o.kind, o.file, o.line, o.mask));

@@ -103,6 +103,34 @@ public sealed class KvPageAllocator
     }
 
     /// <summary>
+    /// Appends <paramref name="tokens"/> positions to every sequence of <paramref name="sequences"/>
+    /// (distinct ids) as one all-or-nothing step: when the pages needed by all of them are not
+    /// free, <see cref="KvCacheExhaustedException"/> is thrown and no sequence changes. Writes
+    /// each sequence's first new position into <paramref name="starts"/>.
+    /// </summary>
+    public void AppendMany(ReadOnlySpan<int> sequences, int tokens, Span<int> starts)
+    {
+        Guard.NonNegative(tokens, nameof(tokens));
+        Guard.Length(starts.Length, sequences.Length, nameof(starts));
+        lock (_lock)
+        {
+            long needed = 0;
+            for (int i = 0; i < sequences.Length; i++)
+            {
+                var seq = Get(sequences[i]);
+                for (int j = 0; j < i; j++)
+                    if (sequences[j] == sequences[i]) throw new ArgumentException($"Sequence {sequences[i]} appears twice.", nameof(sequences));
+                long newLength = (long)seq.Length + tokens;
+                if (newLength > int.MaxValue)
+                    throw new ArgumentOutOfRangeException(nameof(tokens), tokens, $"Sequence {sequences[i]} would exceed {int.MaxValue} tokens.");
+                needed += PagesFor(newLength) - seq.Pages.Count;
+            }
+            if (needed > _free.Count) throw new KvCacheExhaustedException((int)Math.Min(needed, int.MaxValue), _free.Count, TotalPages);
+            for (int i = 0; i < sequences.Length; i++) starts[i] = Append(sequences[i], tokens);
+        }
+    }
+
+    /// <summary>
     /// Creates a child sequence holding the same tokens as <paramref name="sequence"/>: full pages
     /// are shared by reference count, a partially filled last page is replaced by a fresh page
     /// whose contents the caller must copy (see <see cref="KvForkResult"/>).
