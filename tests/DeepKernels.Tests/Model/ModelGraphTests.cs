@@ -49,7 +49,7 @@ public class ModelGraphTests
             var full = Logits(session, fresh, tokens[..len]);
             var incremental = stepLogits[len - 4];
             double diff = ModelReference.CalcDiff(incremental, full.Select(v => (double)v).ToArray());
-            Assert.That(diff, Is.LessThan(1e-9), $"prefix {len}: calc_diff = {diff:E3}");
+            Assert.That(diff, Is.LessThan(1e-7), $"prefix {len}: calc_diff = {diff:E3}");
             for (int i = 0; i < full.Length; i++)
                 Assert.That(incremental[i], Is.EqualTo(full[i]).Within(1e-3 + 1e-3 * Math.Abs(full[i])), $"prefix {len}, logit {i}");
             session.FreeSequence(fresh);
