@@ -36,14 +36,24 @@ internal static class CudaTestBackends
                     ? (real, why, true)
                     : (null, $"{EnvironmentVariable}=cuda but the CUDA backend is unavailable: {why}", true);
             case "cuda-emu":
-                // The kernel emulator's driver (Cuda/Emulation) plugs in here once it exists.
-                return (null, $"{EnvironmentVariable}=cuda-emu but this build has no kernel emulator driver.", true);
+                return TryEmulator(out var emulated, out string emuWhy)
+                    ? (emulated, emuWhy, true)
+                    : (null, $"{EnvironmentVariable}=cuda-emu but the kernel emulator is unavailable: {emuWhy}", true);
             case null or "":
                 if (CudaBackend.TryCreate(RealCudaDriver.Default, 0, out var device, out string reason))
                     return (device, reason, false);
-                return (null, $"No CUDA device for [Category(\"Cuda\")] tests and no kernel emulator: {reason}", false);
+                if (TryEmulator(out var fallback, out string emuReason))
+                    return (fallback, emuReason, false);
+                return (null, $"No CUDA device for [Category(\"Cuda\")] tests ({reason}) and no kernel emulator ({emuReason}).", false);
             default:
                 return (null, $"{EnvironmentVariable}='{choice}' is not one of: cuda, cuda-emu (or unset).", true);
         }
+    }
+
+    private static bool TryEmulator(out CudaBackend? backend, out string reason)
+    {
+        backend = null;
+        if (!DeepKernels.Cuda.Emulation.EmulatorDriver.TryLoad(out var driver, out reason)) return false;
+        return CudaBackend.TryCreate(driver!, 0, out backend, out reason);
     }
 }
