@@ -50,7 +50,7 @@ public static class GroupedFp8Gemm
         fixed (float* psb = bScales)
         fixed (float* pd = d)
         {
-            Fp8BlockKernel.Run(new Fp8GroupedProblem((nint)pa, (nint)psa, (nint)pm, 0, m, 0, groups, n, k, (nint)pb, (nint)psb, (nint)pd, false), CpuBackend.Default.ParallelOptions);
+            GroupedGemmCpu.Run(new Fp8GroupedProblem((nint)pa, (nint)psa, (nint)pm, 0, m, 0, groups, n, k, (nint)pb, (nint)psb, (nint)pd, false), CpuBackend.Default.ParallelOptions);
         }
     }
 
@@ -77,7 +77,7 @@ public static class GroupedFp8Gemm
         fixed (float* psb = bScales)
         fixed (float* pd = d)
         {
-            Fp8BlockKernel.Run(new Fp8GroupedProblem((nint)pa, (nint)psa, 0, (nint)pm, (int)rows, mMax, groups, n, k, (nint)pb, (nint)psb, (nint)pd, false), CpuBackend.Default.ParallelOptions);
+            GroupedGemmCpu.Run(new Fp8GroupedProblem((nint)pa, (nint)psa, 0, (nint)pm, (int)rows, mMax, groups, n, k, (nint)pb, (nint)psb, (nint)pd, false), CpuBackend.Default.ParallelOptions);
         }
     }
 
