@@ -1,9 +1,8 @@
-using System.Runtime.InteropServices;
-using System.Runtime.Intrinsics.X86;
+using DeepKernels.Diagnostics;
 
 namespace DeepKernels.Cli.Commands;
 
-/// <summary>`deepkernels info`: runtime, CPU features, CUDA state and the kernels built.</summary>
+/// <summary>`deepkernels info`: runtime, CPU features, CUDA state, devices and the kernels built.</summary>
 internal sealed class InfoCommand : ICliCommand
 {
     public string Name => "info";
@@ -12,9 +11,11 @@ internal sealed class InfoCommand : ICliCommand
 
     public int Run(CliArguments args, TextWriter output)
     {
+        bool json = args.Flag("json");
         args.EnsureAllUsed();
-        output.WriteLine($".NET runtime : {RuntimeInformation.FrameworkDescription} ({RuntimeInformation.RuntimeIdentifier})");
-        output.WriteLine($"CPU          : {Environment.ProcessorCount} logical cores; AVX2={Avx2.IsSupported} FMA={Fma.IsSupported} AVX-512F={Avx512F.IsSupported}");
+        var report = SystemReport.Collect();
+        if (json) output.WriteLine(report.ToJson());
+        else report.WriteText(output);
         return 0;
     }
 }

@@ -1,6 +1,7 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace DeepKernels.Formats;
 
@@ -89,11 +90,25 @@ public readonly partial struct Float8E4M3
     private static readonly uint PositiveNaNBits = BitConverter.SingleToUInt32Bits(BuildDecodeTable()[0x7F]);
     private static readonly uint NegativeNaNBits = BitConverter.SingleToUInt32Bits(BuildDecodeTable()[0xFF]);
 
-    /// <summary>Vector decode of sign-extended codes (one per 32-bit lane), NaN included.</summary>
+    // Bits of m * 2^-9 for m = 0..7: the subnormal magnitudes, looked up with a lane permute.
+    private static readonly Vector256<uint> SubnormalBits = Vector256.Create(
+        0u, 0x3B00_0000u, 0x3B80_0000u, 0x3BC0_0000u, 0x3C00_0000u, 0x3C20_0000u, 0x3C40_0000u, 0x3C60_0000u);
+
+    /// <summary>
+    /// Exact vector decode of sign-extended codes (one per 32-bit lane), NaN included. Pure
+    /// integer work plus a permute: no FP32 subnormal arithmetic, which some CPUs run slowly.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static Vector256<float> DecodeVector(Vector256<int> signExtended)
     {
-        var value = DecodeVectorNoNaN(signExtended);
+        var t = (signExtended << 20) & Vector256.Create(unchecked((int)0x87F0_0000));
+        var normal = t + Vector256.Create(120 << 23);
+        var sign = t & Vector256.Create(int.MinValue);
+        var sub = (Avx2.IsSupported
+            ? Avx2.PermuteVar8x32(SubnormalBits.AsInt32(), signExtended)
+            : Vector256.Shuffle(SubnormalBits.AsInt32(), signExtended & Vector256.Create(7))) | sign;
+        var isSub = Vector256.Equals(signExtended & Vector256.Create(0x78), Vector256<int>.Zero);
+        var value = Vector256.ConditionalSelect(isSub, sub, normal).AsSingle();
         var isNaN = Vector256.Equals(signExtended & Vector256.Create(0x7F), Vector256.Create(0x7F));
         var nan = Vector256.ConditionalSelect(Vector256.LessThan(signExtended, Vector256<int>.Zero).AsUInt32(),
             Vector256.Create(NegativeNaNBits), Vector256.Create(PositiveNaNBits)).AsSingle();
@@ -101,8 +116,29 @@ public readonly partial struct Float8E4M3
     }
 
     /// <summary>
-    /// Vector decode that maps NaN codes to +-480 instead of NaN; callers check for NaN codes
-    /// separately (see <see cref="ContainsNaN"/>). Sign extension keeps the sign at bit 31.
+    /// Whether the 128 codes at <paramref name="codes"/> hold no NaN and no non-zero subnormal,
+    /// so that <see cref="DecodeVectorNoNaN"/> decodes them exactly without FP32 subnormals.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static unsafe bool IsPlain128(byte* codes)
+    {
+        var special = Special(Vector256.Load(codes)) | Special(Vector256.Load(codes + 32))
+            | Special(Vector256.Load(codes + 64)) | Special(Vector256.Load(codes + 96));
+        return special == Vector256<byte>.Zero;
+
+        static Vector256<byte> Special(Vector256<byte> b)
+        {
+            var magnitude = b & Vector256.Create((byte)0x7F);
+            // NaN, or 1..7 (a non-zero subnormal): magnitude - 1 wraps 0 to 255.
+            return Vector256.Equals(magnitude, Vector256.Create((byte)0x7F))
+                | Vector256.LessThan(magnitude - Vector256<byte>.One, Vector256.Create((byte)7));
+        }
+    }
+
+    /// <summary>
+    /// Fast vector decode (shift, mask, one multiply by 2^120) for codes that are neither NaN nor
+    /// non-zero subnormals (see <see cref="IsPlain128"/>): NaN codes would give +-480 and
+    /// subnormal codes would multiply FP32 subnormals. Sign extension keeps the sign at bit 31.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static Vector256<float> DecodeVectorNoNaN(Vector256<int> signExtended) =>

@@ -1,3 +1,4 @@
+using DeepKernels.Formats;
 using DeepKernels.Ops.Embedding;
 using DeepKernels.Tensors;
 
@@ -17,7 +18,7 @@ public sealed partial class CpuBackend : IEmbeddingBackend
         else
         {
             var table = args.Table.AsSpan<ushort>();
-            for (int t = 0; t < ids.Length; t++) BFloat16Widening.ToSingle(table.Slice(ids[t] * h, h), output.Slice(t * h, h));
+            for (int t = 0; t < ids.Length; t++) BFloat16.ToSingle(table.Slice(ids[t] * h, h), output.Slice(t * h, h));
         }
     }
 }

@@ -1,4 +1,4 @@
-using DeepKernels.Ops.Embedding;
+using DeepKernels.Formats;
 using DeepKernels.Ops.Norm;
 using DeepKernels.Tensors;
 
@@ -11,7 +11,7 @@ public sealed partial class CpuBackend : IRmsNormBackend
         int h = args.Hidden;
         float[] weight = new float[h];
         if (args.Weight.DType == DType.Float32) args.Weight.AsSpan<float>().CopyTo(weight);
-        else BFloat16Widening.ToSingle(args.Weight.AsSpan<ushort>(), weight);
+        else BFloat16.ToSingle(args.Weight.AsSpan<ushort>(), weight);
         var a = args;
         // Rows are independent; small batches run inline to avoid thread hand-off cost.
         if (a.Rows < 4)

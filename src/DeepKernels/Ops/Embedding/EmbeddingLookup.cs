@@ -19,7 +19,7 @@ public static class EmbeddingLookup
         Guard.Length(destination.Length, (long)ids.Length * hidden, nameof(destination));
         CheckIds(ids, vocab);
         for (int t = 0; t < ids.Length; t++)
-            BFloat16Widening.ToSingle(table.Slice(ids[t] * hidden, hidden), destination.Slice(t * hidden, hidden));
+            BFloat16.ToSingle(table.Slice(ids[t] * hidden, hidden), destination.Slice(t * hidden, hidden));
     }
 
     /// <summary>As the BF16 overload, for a Float32 table.</summary>

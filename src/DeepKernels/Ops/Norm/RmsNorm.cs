@@ -1,8 +1,6 @@
 using System.Numerics.Tensors;
-using System.Runtime.InteropServices;
 using DeepKernels.Backends;
 using DeepKernels.Formats;
-using DeepKernels.Ops.Embedding;
 using DeepKernels.Tensors;
 
 namespace DeepKernels.Ops.Norm;
@@ -27,7 +25,7 @@ public static class RmsNorm
     {
         int h = Check(input.Length, weight.Length, epsilon, destination.Length);
         float[] w = new float[h];
-        BFloat16Widening.ToSingle(weight, w);
+        BFloat16.ToSingle(weight, w);
         for (int r = 0; r < input.Length / h; r++)
             Row(input.Slice(r * h, h), w, epsilon, destination.Slice(r * h, h));
     }

@@ -1,0 +1,25 @@
+namespace DeepKernels.Diagnostics.Profiling;
+
+/// <summary>How the backend launches a kernel: threads per block and dynamic shared memory.</summary>
+/// <param name="Kernel">The <c>extern "C"</c> kernel name.</param>
+/// <param name="BlockSize">Threads per block.</param>
+/// <param name="DynamicSharedBytes">Dynamic shared memory per block in bytes.</param>
+public sealed record KernelLaunchConfig(string Kernel, int BlockSize, int DynamicSharedBytes);
+
+/// <summary>
+/// The launch configurations of the kernels DeepKernels ships, as the CUDA backend uses them;
+/// keep in step with Backends/Cuda when a kernel's launch changes.
+/// </summary>
+public static class KernelLaunchConfigs
+{
+    /// <summary>Every known configuration.</summary>
+    public static IReadOnlyList<KernelLaunchConfig> All { get; } =
+    [
+        new("dk_quantize_act_fp8", 128, 0),
+        new("dk_dequantize_weight_fp8", 128, 0),
+    ];
+
+    /// <summary>The configuration of a kernel, or null when it is not in the table.</summary>
+    public static KernelLaunchConfig? Find(string kernel) =>
+        All.FirstOrDefault(c => string.Equals(c.Kernel, kernel, StringComparison.Ordinal));
+}

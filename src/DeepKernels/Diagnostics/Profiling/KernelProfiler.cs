@@ -1,0 +1,181 @@
+using System.Diagnostics;
+using System.Reflection;
+
+namespace DeepKernels.Diagnostics.Profiling;
+
+/// <summary>Everything known about one kernel compiled for one arch.</summary>
+/// <param name="Kernel">Kernel name.</param>
+/// <param name="Arch">Arch, e.g. "sm_90".</param>
+/// <param name="Resources">Registers, shared memory, stack, spills; null when no source had them.</param>
+/// <param name="Launch">The launch configuration from <see cref="KernelLaunchConfigs"/>; null when unknown.</param>
+/// <param name="Occupancy">Theoretical occupancy; null without resources, launch config or arch limits.</param>
+/// <param name="Sass">Static SASS instruction mix; null without cuobjdump or fatbin.</param>
+public sealed record KernelProfile(string Kernel, string Arch, KernelResources? Resources, KernelLaunchConfig? Launch, OccupancyResult? Occupancy, SassInstructionMix? Sass);
+
+/// <summary>A whole profile: one entry per (kernel, arch), the archs seen, where data came from, and notes on anything missing.</summary>
+/// <param name="Kernels">Entries sorted by kernel then arch.</param>
+/// <param name="Archs">Archs present (resource report and/or fatbin).</param>
+/// <param name="ResourceSource">Where resources came from (a path, "embedded", "cuobjdump -res-usage"), or null.</param>
+/// <param name="Fatbin">The fatbin examined, or null.</param>
+/// <param name="SassTool">The cuobjdump used, or null.</param>
+/// <param name="Notes">Human-readable notes (missing tool, missing fatbin, ...).</param>
+public sealed record KernelProfileReport(IReadOnlyList<KernelProfile> Kernels, IReadOnlyList<string> Archs, string? ResourceSource, string? Fatbin, string? SassTool, IReadOnlyList<string> Notes);
+
+/// <summary>Where to look for the inputs; nulls mean "search the usual places".</summary>
+/// <param name="ReportPath">resource-report.json to read instead of the embedded/build one.</param>
+/// <param name="FatbinPath">Fatbin to disassemble instead of build/native/deepkernels.fatbin; its resources then come from cuobjdump unless <paramref name="ReportPath"/> is given.</param>
+/// <param name="CuobjdumpPath">cuobjdump to use instead of the one on PATH ("" disables SASS).</param>
+/// <param name="SearchRoot">Directory whose ancestors are searched for build/native (default: the current directory and the app's).</param>
+public sealed record ProfileOptions(string? ReportPath = null, string? FatbinPath = null, string? CuobjdumpPath = null, string? SearchRoot = null);
+
+/// <summary>Collects resources, occupancy and SASS mix for every kernel in the build.</summary>
+public static class KernelProfiler
+{
+    /// <summary>Name of the resource report embedded in the DeepKernels assembly by the build.</summary>
+    public const string EmbeddedReportName = "DeepKernels.resource-report.json";
+
+    /// <summary>Environment variable that points the CUDA backend (and this profiler) at a fatbin on disk.</summary>
+    public const string FatbinEnvironmentVariable = "DEEPKERNELS_FATBIN";
+
+    /// <summary>Builds the profile. Missing inputs become notes; a named file that does not exist throws <see cref="FileNotFoundException"/>.</summary>
+    public static KernelProfileReport Collect(ProfileOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        var notes = new List<string>();
+        string? nativeDir = FindNativeBuildDir(options.SearchRoot);
+
+        // 1. Resources from ptxas (the build's report).
+        IReadOnlyList<KernelResources>? resources = null;
+        string? resourceSource = null;
+        if (options.ReportPath is not null)
+        {
+            if (!File.Exists(options.ReportPath)) throw new FileNotFoundException($"Resource report '{options.ReportPath}' does not exist.", options.ReportPath);
+            resources = KernelResourceReader.ParseReport(File.ReadAllText(options.ReportPath));
+            resourceSource = options.ReportPath;
+        }
+        else if (options.FatbinPath is not null)
+        {
+            // The build's report describes the build's fatbin, not this one: take resources from cuobjdump below.
+        }
+        else if (ReadEmbeddedReport() is { } embedded)
+        {
+            resources = KernelResourceReader.ParseReport(embedded);
+            resourceSource = "embedded " + EmbeddedReportName;
+        }
+        else if (nativeDir is not null && File.Exists(Path.Combine(nativeDir, "resource-report.json")))
+        {
+            resourceSource = Path.Combine(nativeDir, "resource-report.json");
+            resources = KernelResourceReader.ParseReport(File.ReadAllText(resourceSource));
+        }
+
+        // 2. The fatbin and cuobjdump for the SASS mix.
+        string? fatbin = options.FatbinPath;
+        if (fatbin is not null && !File.Exists(fatbin)) throw new FileNotFoundException($"Fatbin '{fatbin}' does not exist.", fatbin);
+        fatbin ??= Environment.GetEnvironmentVariable(FatbinEnvironmentVariable) is { Length: > 0 } env && File.Exists(env) ? env : null;
+        if (fatbin is null && nativeDir is not null && File.Exists(Path.Combine(nativeDir, "deepkernels.fatbin"))) fatbin = Path.Combine(nativeDir, "deepkernels.fatbin");
+        fatbin ??= ExtractEmbeddedFatbin();
+        string? cuobjdump = options.CuobjdumpPath is null ? FindCuobjdump() : options.CuobjdumpPath.Length == 0 ? null : options.CuobjdumpPath;
+
+        IReadOnlyList<SassInstructionMix> sass = [];
+        if (fatbin is null) notes.Add("No fatbin found (build/native/deepkernels.fatbin, $" + FatbinEnvironmentVariable + ", or embedded): no SASS instruction mix. Build the native kernels with nvcc (./build.sh build).");
+        else if (cuobjdump is null) notes.Add("cuobjdump not found (install the CUDA toolkit, e.g. Debian's nvidia-cuda-toolkit): no SASS instruction mix.");
+        else
+        {
+            sass = SassParser.Parse(RunTool(cuobjdump, "-sass", fatbin));
+            if (resources is null)
+            {
+                resources = KernelResourceReader.ParseCuobjdumpResUsage(RunTool(cuobjdump, "-res-usage", fatbin));
+                resourceSource = "cuobjdump -res-usage (shared memory includes the 1 KiB system reservation on sm_90; no spill counts)";
+            }
+        }
+        if (resources is null) notes.Add("No resource report found (embedded, build/native/resource-report.json or --report): no registers, shared memory or occupancy.");
+
+        // 3. Merge by (kernel, arch).
+        var keys = (resources ?? []).Select(r => (r.Kernel, r.Arch)).Concat(sass.Select(s => (s.Kernel, s.Arch))).Distinct()
+            .OrderBy(k => k.Kernel, StringComparer.Ordinal).ThenBy(k => k.Arch, StringComparer.Ordinal).ToList();
+        var profiles = new List<KernelProfile>();
+        foreach (var (kernel, arch) in keys)
+        {
+            var res = resources?.FirstOrDefault(r => r.Kernel == kernel && r.Arch == arch);
+            var launch = KernelLaunchConfigs.Find(kernel);
+            var limits = ArchLimits.Find(arch);
+            OccupancyResult? occupancy = res is not null && launch is not null && limits is not null && res.Registers <= limits.MaxRegistersPerThread
+                ? Occupancy.Compute(limits, launch.BlockSize, res.Registers, res.StaticSharedBytes, launch.DynamicSharedBytes)
+                : null;
+            profiles.Add(new KernelProfile(kernel, arch, res, launch, occupancy, sass.FirstOrDefault(s => s.Kernel == kernel && s.Arch == arch)));
+        }
+        foreach (string k in keys.Select(k => k.Kernel).Distinct().Where(k => KernelLaunchConfigs.Find(k) is null))
+            notes.Add($"No launch configuration known for '{k}' (add it to KernelLaunchConfigs): no occupancy.");
+        var archs = keys.Select(k => k.Arch).Distinct().OrderBy(a => a, StringComparer.Ordinal).ToList();
+        return new KernelProfileReport(profiles, archs, resourceSource, fatbin, cuobjdump, notes);
+    }
+
+    private static string? ReadEmbeddedReport()
+    {
+        var assembly = typeof(KernelProfiler).Assembly;
+        using var stream = assembly.GetManifestResourceStream(EmbeddedReportName);
+        if (stream is null) return null;
+        using var reader = new StreamReader(stream);
+        return reader.ReadToEnd();
+    }
+
+    private static string? ExtractEmbeddedFatbin()
+    {
+        Assembly assembly = typeof(KernelProfiler).Assembly;
+        string? name = assembly.GetManifestResourceNames().FirstOrDefault(n => n.EndsWith(".fatbin", StringComparison.OrdinalIgnoreCase));
+        if (name is null) return null;
+        using var stream = assembly.GetManifestResourceStream(name)!;
+        string path = Path.Combine(Path.GetTempPath(), $"deepkernels-{Environment.ProcessId}.fatbin");
+        using (var file = File.Create(path)) stream.CopyTo(file);
+        return path;
+    }
+
+    /// <summary>build/native of the enclosing checkout (the directory holding Kernels.sln), or null.</summary>
+    internal static string? FindNativeBuildDir(string? searchRoot)
+    {
+        foreach (string start in new[] { searchRoot, Directory.GetCurrentDirectory(), AppContext.BaseDirectory }.OfType<string>())
+        {
+            for (var dir = new DirectoryInfo(start); dir is not null; dir = dir.Parent)
+            {
+                if (File.Exists(Path.Combine(dir.FullName, "Kernels.sln")))
+                {
+                    string native = Path.Combine(dir.FullName, "build", "native");
+                    if (Directory.Exists(native)) return native;
+                    break;
+                }
+            }
+        }
+        return null;
+    }
+
+    /// <summary>cuobjdump on PATH or in the usual CUDA install folders, or null.</summary>
+    public static string? FindCuobjdump()
+    {
+        var dirs = (Environment.GetEnvironmentVariable("PATH") ?? "").Split(Path.PathSeparator, StringSplitOptions.RemoveEmptyEntries)
+            .Append("/usr/local/cuda/bin");
+        foreach (string dir in dirs)
+        {
+            string candidate = Path.Combine(dir, OperatingSystem.IsWindows() ? "cuobjdump.exe" : "cuobjdump");
+            if (File.Exists(candidate)) return candidate;
+        }
+        return null;
+    }
+
+    private static string RunTool(string tool, string option, string fatbin)
+    {
+        var psi = new ProcessStartInfo(tool) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        psi.ArgumentList.Add(option);
+        psi.ArgumentList.Add(fatbin);
+        using var process = Process.Start(psi) ?? throw new InvalidOperationException($"Could not start {tool}.");
+        var stderr = process.StandardError.ReadToEndAsync();
+        string stdout = process.StandardOutput.ReadToEnd();
+        if (!process.WaitForExit(120_000))
+        {
+            process.Kill(entireProcessTree: true);
+            throw new InvalidOperationException($"{tool} {option} {fatbin} did not finish within 120 s.");
+        }
+        if (process.ExitCode != 0)
+            throw new InvalidOperationException($"{tool} {option} {fatbin} failed with exit code {process.ExitCode}: {stderr.Result.Trim()}");
+        return stdout;
+    }
+}
