@@ -106,6 +106,17 @@ public interface ICudaDriver
     /// <paramref name="arguments"/> holds one pointer per kernel parameter, as the driver API expects.
     /// </summary>
     unsafe void LaunchKernel(nint function, Dim3 grid, Dim3 block, uint dynamicSharedBytes, nint stream, void** arguments, Dim3 cluster);
+
+    /// <summary>
+    /// Encodes a tiled TMA tensor map (cuTensorMapEncodeTiled): the 128 bytes to pass by value to a
+    /// <c>const __grid_constant__ CUtensorMap</c> kernel parameter. <paramref name="dims"/> are in
+    /// elements, innermost first; <paramref name="strides"/> in bytes for dims 1..rank-1 (multiples
+    /// of 16); <paramref name="box"/> is the tile per copy; <paramref name="swizzleBytes"/> is 0,
+    /// 32, 64 or 128. Out-of-bounds elements load as zeros. Drivers without TMA throw
+    /// <see cref="NotSupportedException"/>.
+    /// </summary>
+    byte[] EncodeTensorMapTiled(int elementBytes, ulong global, ReadOnlySpan<ulong> dims, ReadOnlySpan<ulong> strides, ReadOnlySpan<uint> box, int swizzleBytes) =>
+        throw new NotSupportedException($"{GetType().Name} cannot encode TMA tensor maps.");
 }
 
 /// <summary>The function attributes we read or set (values are CUfunction_attribute).</summary>

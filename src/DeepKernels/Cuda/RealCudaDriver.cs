@@ -302,6 +302,55 @@ public sealed unsafe class RealCudaDriver : ICudaDriver
         Check(CudaNative.cuLaunchKernelEx(&config, function, arguments, null), "cuLaunchKernelEx");
     }
 
+    /// <inheritdoc />
+    public byte[] EncodeTensorMapTiled(int elementBytes, ulong global, ReadOnlySpan<ulong> dims, ReadOnlySpan<ulong> strides, ReadOnlySpan<uint> box, int swizzleBytes)
+    {
+        // CUtensorMapDataType: UINT8 = 0, UINT16 = 1, UINT32 = 2, UINT64 = 4.
+        uint dataType = elementBytes switch
+        {
+            1 => 0u,
+            2 => 1u,
+            4 => 2u,
+            8 => 4u,
+            _ => throw new ArgumentOutOfRangeException(nameof(elementBytes), elementBytes, "Expected 1, 2, 4 or 8 bytes per element."),
+        };
+        // CUtensorMapSwizzle: NONE = 0, 32B = 1, 64B = 2, 128B = 3.
+        uint swizzle = swizzleBytes switch
+        {
+            0 => 0u,
+            32 => 1u,
+            64 => 2u,
+            128 => 3u,
+            _ => throw new ArgumentOutOfRangeException(nameof(swizzleBytes), swizzleBytes, "Expected 0, 32, 64 or 128."),
+        };
+        if (dims.Length is < 1 or > 5) throw new ArgumentException($"Expected 1 to 5 dims, got {dims.Length}.", nameof(dims));
+        if (strides.Length != dims.Length - 1) throw new ArgumentException($"Expected {dims.Length - 1} strides, got {strides.Length}.", nameof(strides));
+        if (box.Length != dims.Length) throw new ArgumentException($"Expected {dims.Length} box extents, got {box.Length}.", nameof(box));
+        var map = new byte[128];
+        Span<uint> elementStrides = stackalloc uint[5];
+        elementStrides.Fill(1);
+        fixed (byte* m = map)
+        fixed (ulong* d = dims)
+        fixed (ulong* s = strides)
+        fixed (uint* b = box)
+        fixed (uint* e = elementStrides)
+        {
+            ulong dummy = 0;
+            int result;
+            try
+            {
+                // Interleave NONE, L2 promotion 256B (3), out-of-bounds fill NONE (zeros).
+                result = CudaNative.cuTensorMapEncodeTiled(m, dataType, (uint)dims.Length, (nint)global, d, strides.Length > 0 ? s : &dummy, b, e, 0, swizzle, 3, 0);
+            }
+            catch (EntryPointNotFoundException ex)
+            {
+                throw new NotSupportedException("This CUDA driver has no cuTensorMapEncodeTiled (TMA needs a CUDA 12 driver).", ex);
+            }
+            Check(result, "cuTensorMapEncodeTiled");
+        }
+        return map;
+    }
+
     private static int Device(int ordinal)
     {
         int device;

@@ -28,6 +28,11 @@ public sealed partial class CudaBackend : IFp8GemmBackend
 
     void IFp8GemmBackend.Fp8Gemm(in Fp8GemmArgs args)
     {
+        if (UsesSm90Gemm)
+        {
+            Fp8GemmSm90(args);
+            return;
+        }
         CheckGemmAlignment(args.K, "K", "FP8 GEMM", (args.A, "a"), (args.B, "b"));
         int kBlocks = Fp8Gemm.BlockCount(args.K);
         int saUe8m0 = args.AScales.DType == DType.UE8M0 ? 1 : 0, sbUe8m0 = args.BScales.DType == DType.UE8M0 ? 1 : 0;

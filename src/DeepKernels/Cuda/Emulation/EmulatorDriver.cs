@@ -348,6 +348,10 @@ public sealed unsafe class EmulatorDriver : ICudaDriver
         return map;
     }
 
+    /// <inheritdoc />
+    public byte[] EncodeTensorMapTiled(int elementBytes, ulong global, ReadOnlySpan<ulong> dims, ReadOnlySpan<ulong> strides, ReadOnlySpan<uint> box, int swizzleBytes) =>
+        EncodeTensorMap(elementBytes, global, dims, strides, box, swizzleBytes);
+
     /// <summary>Checks every allocation's guard bytes now (launches do this themselves).</summary>
     public void CheckMemory() => EmulatorNative.Check(EmulatorNative.CheckMemory(), "dkemu_check_memory");
 

@@ -13,6 +13,12 @@ internal static unsafe partial class CudaNative
 
     [LibraryImport(CudaLibrary.Name)]
     internal static partial int cuLaunchKernelEx(CudaLaunchConfig* config, nint function, void** kernelParams, void** extra);
+
+    /// <summary>cuTensorMapEncodeTiled (CUDA 12+); the enums are passed as their uint values.</summary>
+    [LibraryImport(CudaLibrary.Name)]
+    internal static partial int cuTensorMapEncodeTiled(
+        byte* tensorMap, uint dataType, uint rank, nint globalAddress, ulong* globalDim, ulong* globalStrides,
+        uint* boxDim, uint* elementStrides, uint interleave, uint swizzle, uint l2Promotion, uint oobFill);
 }
 
 /// <summary>CUlaunchConfig (cuda.h, CUDA 11.8+).</summary>

@@ -1,0 +1,109 @@
+using System.Diagnostics;
+using DeepKernels.Backends;
+using DeepKernels.Backends.Cpu;
+using DeepKernels.Backends.Cuda;
+using DeepKernels.Cuda.Emulation;
+using DeepKernels.Formats;
+using DeepKernels.Ops.Gemm;
+using DeepKernels.Tensors;
+using static DeepKernels.Tests.Cuda.Kernels.KernelTestData;
+
+namespace DeepKernels.Tests.Cuda.Kernels;
+
+/// <summary>
+/// The Hopper FP8 GEMM (dk_fp8_gemm_sm90: TMA, mbarrier pipeline, warp-specialised wgmma,
+/// persistent tiles) against the CPU backend on the same inputs. Runs in the kernel emulator, or
+/// on a CC 9.0 device whose fatbin holds the kernel for sm_90a; ignored elsewhere.
+/// </summary>
+[Category("Cuda")]
+public class Fp8GemmSm90Tests
+{
+    private sealed record Inputs(int M, int N, int K, byte[] A, float[] Sa, byte[] B, float[] Sb, float[] D0);
+
+    private static CudaBackend Hopper()
+    {
+        var cuda = CudaTestBackends.Get();
+        if (cuda.Driver is not EmulatorDriver && !cuda.HasNativeSm90Gemm)
+            Assert.Ignore($"{cuda.Name} cannot run the sm_90a kernel (needs CC 9.0 and a fatbin built with nvcc >= 12.3).");
+        return cuda;
+    }
+
+    private static Inputs Make(int m, int n, int k, int seed)
+    {
+        var rng = new Random(seed);
+        int kb = Fp8Gemm.BlockCount(k), nb = Fp8Gemm.BlockCount(n);
+        return new Inputs(m, n, k, Fp8Codes(m * k, rng), Scales(m * kb, rng), Fp8Codes(n * k, rng), Scales(nb * kb, rng), Gaussian(m * n, rng));
+    }
+
+    private static float[] Run(Backend backend, Inputs x, DType output, bool accumulate, DType scaleType, bool sm90)
+    {
+        int kb = Fp8Gemm.BlockCount(x.K), nb = Fp8Gemm.BlockCount(x.N);
+        using var a = Put(backend, x.A, DType.Float8E4M3, x.M, x.K);
+        using var b = Put(backend, x.B, DType.Float8E4M3, x.N, x.K);
+        using var sa = scaleType == DType.Float32
+            ? Put(backend, x.Sa, DType.Float32, x.M, kb)
+            : Put(backend, x.Sa.Select(UE8M0.FromSingleRoundUp).ToArray(), DType.UE8M0, x.M, kb);
+        using var sb = scaleType == DType.Float32
+            ? Put(backend, x.Sb, DType.Float32, nb, kb)
+            : Put(backend, x.Sb.Select(UE8M0.FromSingleRoundUp).ToArray(), DType.UE8M0, nb, kb);
+        using var d = output == DType.Float32 ? Put(backend, x.D0, DType.Float32, x.M, x.N) : backend.Allocate(DType.BFloat16, x.M, x.N);
+        var options = new Fp8GemmOptions { Accumulate = accumulate };
+        if (sm90)
+            ((CudaBackend)backend).Fp8GemmSm90(new Fp8GemmArgs(a.View, sa.View, b.View, sb.View, d.View, x.M, x.N, x.K, options));
+        else
+            Fp8Gemm.Run(backend, a, sa, b, sb, d, options);
+        backend.Synchronize();
+        return ReadFloats(backend, d);
+    }
+
+    private static void Compare(Inputs x, DType output, bool accumulate = false, DType scaleType = DType.Float32)
+    {
+        var cuda = Hopper();
+        var expected = Run(CpuBackend.Default, x, output, accumulate, scaleType, false);
+        var watch = Stopwatch.StartNew();
+        var actual = Run(cuda, x, output, accumulate, scaleType, true);
+        watch.Stop();
+        AssertAllFinite(actual, "D");
+        double diff = CalcDiff(actual, expected);
+        TestContext.Out.WriteLine($"dk_fp8_gemm_sm90 {x.M}x{x.N}x{x.K} {output} on {cuda.Name}: calc_diff {diff:E2}, {watch.Elapsed.TotalMilliseconds:F0} ms");
+        // Spec bound 1e-3; both sides sum exact FP8 products per 128-K block in FP32 (emulator:
+        // double, rounded once), so anything above rounding noise (BF16: 2^-9) is a bug.
+        Assert.That(diff, Is.LessThan(output == DType.Float32 ? 1e-6 : 1e-4), $"calc_diff M={x.M} N={x.N} K={x.K} {output} accumulate={accumulate}");
+    }
+
+    [TestCase(64, 128, 256, DType.Float32)]
+    [TestCase(64, 128, 256, DType.BFloat16)]
+    [TestCase(100, 200, 384, DType.Float32)]   // M and N tails
+    [TestCase(100, 200, 384, DType.BFloat16)]
+    [TestCase(1, 256, 512, DType.BFloat16)]    // decode row
+    [TestCase(129, 130, 144, DType.Float32)]   // K tail inside the second block; 2x2 tiles over the persistent loop
+    public void MatchesCpu(int m, int n, int k, DType output) => Compare(Make(m, n, k, m * 31 + n + k), output);
+
+    [Test]
+    public void AccumulatesIntoFp32Output() => Compare(Make(7, 200, 384, 5), DType.Float32, accumulate: true);
+
+    [Test]
+    public void Ue8m0ScalesMatchCpu() => Compare(Make(33, 150, 272, 9), DType.Float32, scaleType: DType.UE8M0);
+
+    [Test]
+    public void MoreTilesThanSmsRunThroughThePersistentLoop()
+    {
+        // 17 tiles of 128x128 (> the emulator's 8 SMs by default): every CTA takes several tiles and the
+        // stage ring wraps across tile boundaries.
+        Compare(Make(128 * 17, 128, 128, 3), DType.Float32);
+    }
+
+    [Test]
+    public void KNotAMultipleOf16IsRejectedBeforeLaunch()
+    {
+        var cuda = Hopper();
+        const int m = 4, n = 8, k = 100;
+        using var a = cuda.Allocate(DType.Float8E4M3, m, k);
+        using var b = cuda.Allocate(DType.Float8E4M3, n, k);
+        using var sa = cuda.Allocate(DType.Float32, m, 1);
+        using var sb = cuda.Allocate(DType.Float32, 1, 1);
+        using var d = cuda.Allocate(DType.Float32, m, n);
+        var e = Assert.Throws<ArgumentException>(() => cuda.Fp8GemmSm90(new Fp8GemmArgs(a.View, sa.View, b.View, sb.View, d.View, m, n, k, new Fp8GemmOptions())));
+        Assert.That(e!.Message, Does.Contain("multiple of 16").And.Contain("K = 100"));
+    }
+}
