@@ -5,7 +5,7 @@
 //  * Warp group 0 is the producer: after setmaxnreg.dec one thread TMA-loads, for every tile and
 //    every 128-wide K block (one scale block), the A box [128 rows x 128 bytes] and the B box
 //    [128 rows x 128 bytes] (128-byte swizzle) into a kStages-deep ring, completing on the
-//    stage's "full" mbarrier (arrive.expect_tx). It reuses a stage once both consumers have
+//    stage's "full" mbarrier (arrive.expect_tx). It reuses a stage once every consumer warp has
 //    arrived on its "empty" mbarrier.
 //  * Warp groups 1 and 2 are the consumers (setmaxnreg.inc): each owns 64 rows of the tile and
 //    runs four wgmma m64n128k32 E4M3 steps per K block into FP32 partials, then promotes them:
@@ -33,6 +33,7 @@
 #include "dk/tma.cuh"
 #include "dk/wgmma.cuh"
 
+#if defined(DK_EMULATOR) || DK_HAS_SM90A
 namespace fp8_gemm_sm90 {
 
 constexpr int kBlockM = 128;
@@ -59,6 +60,7 @@ DK_DEVICE unsigned char* align_1024(unsigned char* p)
 }
 
 }  // namespace fp8_gemm_sm90
+#endif
 
 extern "C" __global__ void __launch_bounds__(384, 1)
 dk_fp8_gemm_sm90(const __grid_constant__ CUtensorMap map_a, const __grid_constant__ CUtensorMap map_b, const void* sa, const void* sb, void* d,
@@ -80,7 +82,7 @@ dk_fp8_gemm_sm90(const __grid_constant__ CUtensorMap map_a, const __grid_constan
   if (tid == 0) {
     for (int s = 0; s < kStages; ++s) {
       dk::mbarrier_init(&full_bar[s], 1);
-      dk::mbarrier_init(&empty_bar[s], kConsumers);
+      dk::mbarrier_init(&empty_bar[s], kConsumers * 4);  // lane 0 of every consumer warp
     }
     dk::fence_barrier_init();
   }
@@ -140,8 +142,8 @@ dk_fp8_gemm_sm90(const __grid_constant__ CUtensorMap map_a, const __grid_constan
       }
       dk::wgmma_commit_group();
       dk::wgmma_wait_group<0>();
-      // The stage is free once this warp group's wgmmas have read it.
-      if (t == 0) dk::mbarrier_arrive(&empty_bar[s]);
+      // The stage is free once every consumer warp has seen its wgmmas complete.
+      if (t % 32 == 0) dk::mbarrier_arrive(&empty_bar[s]);
       // Promotion: thread-owned rows row0 (i & 2 == 0) and row1.
 #pragma unroll
       for (int i = 0; i < kAcc; ++i) acc[i] += part[i] * ((i & 2) ? s1 : s0);
