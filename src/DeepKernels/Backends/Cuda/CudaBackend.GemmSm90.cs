@@ -31,19 +31,19 @@ public sealed partial class CudaBackend
     internal const uint GemmSm90SharedBytes = 4 * 2 * 128 * 128 + 1024;
 
     /// <summary>Whether the FP8 GEMM on this backend runs the Hopper kernel (see <see cref="GemmKernelEnvironmentVariable"/>).</summary>
-    internal bool UsesSm90Gemm
+    internal bool UsesSm90Gemm => SelectsSm90Gemm(Environment.GetEnvironmentVariable(GemmKernelEnvironmentVariable), HasNativeSm90Gemm);
+
+    /// <summary>The kernel choice for a <see cref="GemmKernelEnvironmentVariable"/> value and whether the device runs the sm_90a kernel natively.</summary>
+    internal static bool SelectsSm90Gemm(string? setting, bool nativeSm90)
     {
-        get
+        string? choice = setting?.Trim().ToLowerInvariant();
+        return choice switch
         {
-            string? choice = Environment.GetEnvironmentVariable(GemmKernelEnvironmentVariable)?.Trim().ToLowerInvariant();
-            return choice switch
-            {
-                "sm90" => true,
-                "portable" => false,
-                null or "" or "auto" => HasNativeSm90Gemm,
-                _ => throw new InvalidOperationException($"{GemmKernelEnvironmentVariable}='{choice}' is not one of: sm90, portable, auto (or unset)."),
-            };
-        }
+            "sm90" => true,
+            "portable" => false,
+            null or "" or "auto" => nativeSm90,
+            _ => throw new InvalidOperationException($"{GemmKernelEnvironmentVariable}='{setting}' is not one of: sm90, portable, auto (or unset)."),
+        };
     }
 
     /// <summary>A CC 9.0 device (not the emulator) with the Hopper GEMM built for sm_90a in the fatbin.</summary>

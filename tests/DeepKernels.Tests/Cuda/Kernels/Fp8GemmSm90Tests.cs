@@ -93,6 +93,27 @@ public class Fp8GemmSm90Tests
         Compare(Make(128 * 17, 128, 128, 3), DType.Float32);
     }
 
+    [TestCase(null, false, false)]
+    [TestCase(null, true, true)]
+    [TestCase("auto", true, true)]
+    [TestCase(" SM90 ", false, true)]
+    [TestCase("portable", true, false)]
+    public void KernelChoiceFollowsTheSettingAndTheDevice(string? setting, bool native, bool expected) =>
+        Assert.That(CudaBackend.SelectsSm90Gemm(setting, native), Is.EqualTo(expected));
+
+    [Test]
+    public void UnknownKernelChoiceIsReported() =>
+        Assert.That(() => CudaBackend.SelectsSm90Gemm("hopper", true),
+            Throws.InvalidOperationException.With.Message.Contains(CudaBackend.GemmKernelEnvironmentVariable).And.Message.Contains("'hopper'"));
+
+    [Test]
+    public void TheEmulatorRunsThePortableKernelUnlessAskedFor()
+    {
+        var cuda = Hopper();
+        if (cuda.Driver is EmulatorDriver) Assert.That(cuda.HasNativeSm90Gemm, Is.False);
+        else Assert.That(cuda.HasNativeSm90Gemm, Is.True);
+    }
+
     [Test]
     public void KNotAMultipleOf16IsRejectedBeforeLaunch()
     {
