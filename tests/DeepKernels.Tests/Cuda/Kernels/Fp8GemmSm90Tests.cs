@@ -2,6 +2,7 @@ using System.Diagnostics;
 using DeepKernels.Backends;
 using DeepKernels.Backends.Cpu;
 using DeepKernels.Backends.Cuda;
+using DeepKernels.Cuda;
 using DeepKernels.Cuda.Emulation;
 using DeepKernels.Formats;
 using DeepKernels.Ops.Gemm;
@@ -112,6 +113,27 @@ public class Fp8GemmSm90Tests
         var cuda = Hopper();
         if (cuda.Driver is EmulatorDriver) Assert.That(cuda.HasNativeSm90Gemm, Is.False);
         else Assert.That(cuda.HasNativeSm90Gemm, Is.True);
+    }
+
+    [Test]
+    public void RealDriverRejectsBadTensorMapArgumentsBeforeAnyNativeCall()
+    {
+        var driver = RealCudaDriver.Default;
+        Assert.That(() => driver.EncodeTensorMapTiled(1, 0x1000, [128, 64], [128], [128, 64], 48),
+            Throws.TypeOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("swizzleBytes"));
+        Assert.That(() => driver.EncodeTensorMapTiled(3, 0x1000, [128, 64], [128], [128, 64], 0),
+            Throws.TypeOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("elementBytes"));
+        Assert.That(() => driver.EncodeTensorMapTiled(1, 0x1000, [128, 64], [], [128, 64], 0),
+            Throws.ArgumentException.With.Message.Contains("Expected 1 strides"));
+    }
+
+    [Test]
+    public void DriversWithoutTmaSayTheyCannotEncodeTensorMaps()
+    {
+        using var fake = new FakeCudaDriver();
+        ICudaDriver driver = fake;
+        Assert.That(() => driver.EncodeTensorMapTiled(1, 0x1000, [128, 64], [128], [128, 64], 128),
+            Throws.TypeOf<NotSupportedException>().With.Message.Contains("tensor maps"));
     }
 
     [Test]
