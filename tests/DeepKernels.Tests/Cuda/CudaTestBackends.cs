@@ -1,5 +1,6 @@
 using DeepKernels.Backends.Cuda;
 using DeepKernels.Cuda;
+using DeepKernels.Cuda.Emulation;
 
 namespace DeepKernels.Tests.Cuda;
 
@@ -36,14 +37,14 @@ internal static class CudaTestBackends
                     ? (real, why, true)
                     : (null, $"{EnvironmentVariable}=cuda but the CUDA backend is unavailable: {why}", true);
             case "cuda-emu":
-                return TryEmulator(out var emulated, out string emuWhy)
-                    ? (emulated, emuWhy, true)
+                return TryEmulator(out var forced, out string emuWhy)
+                    ? (forced, emuWhy, true)
                     : (null, $"{EnvironmentVariable}=cuda-emu but the kernel emulator is unavailable: {emuWhy}", true);
             case null or "":
                 if (CudaBackend.TryCreate(RealCudaDriver.Default, 0, out var device, out string reason))
                     return (device, reason, false);
-                if (TryEmulator(out var fallback, out string emuReason))
-                    return (fallback, emuReason, false);
+                if (TryEmulator(out var emulated, out string emuReason))
+                    return (emulated, emuReason, false);
                 return (null, $"No CUDA device for [Category(\"Cuda\")] tests ({reason}) and no kernel emulator ({emuReason}).", false);
             default:
                 return (null, $"{EnvironmentVariable}='{choice}' is not one of: cuda, cuda-emu (or unset).", true);
@@ -53,7 +54,7 @@ internal static class CudaTestBackends
     private static bool TryEmulator(out CudaBackend? backend, out string reason)
     {
         backend = null;
-        if (!DeepKernels.Cuda.Emulation.EmulatorDriver.TryLoad(out var driver, out reason)) return false;
+        if (!EmulatorDriver.TryLoad(out var driver, out reason)) return false;
         return CudaBackend.TryCreate(driver!, 0, out backend, out reason);
     }
 }
