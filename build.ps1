@@ -51,7 +51,7 @@ switch ($Command) {
         $c = $trx.TestRun.ResultSummary.Counters
         $failed = [int]$c.failed + [int]$c.error + [int]$c.timeout + [int]$c.aborted
         if ($rc -ne 0 -and $failed -eq 0) { $failed = 1 }
-        $skipped = [int]$c.notExecuted + [int]$c.inconclusive
+        $skipped = [int]$c.total - [int]$c.passed - $failed
         Write-Host "tests: $($c.passed) passed, $failed failed, $skipped skipped"
         if ($failed -ne 0) { exit 1 }
     }
