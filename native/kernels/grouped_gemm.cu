@@ -69,6 +69,8 @@ dk_grouped_gemm_contiguous(const unsigned char* a, const void* sa, const int* m_
     p.accumulate = 0;
     p.row_expert = m_indices;
     p.expert = e;
+    p.kb_begin = 0;
+    p.kb_end = kb_count;
     dk::gemm::fp8_gemm_tile(p, m0, n0, smem);
   }
 }
@@ -102,5 +104,7 @@ dk_grouped_gemm_masked(const unsigned char* a, const void* sa, const int* masked
   p.accumulate = 0;
   p.row_expert = nullptr;
   p.expert = 0;
+  p.kb_begin = 0;
+  p.kb_end = kb_count;
   dk::gemm::fp8_gemm_tile(p, m0, blockIdx.x * dk::gemm::kBlockN, smem);
 }

@@ -17,6 +17,7 @@
 //    8-byte load feed two mmas; a dot product does not care about the order of its terms.
 //  * Promotion (DeepSeek-V3): the FP32 partial sum of each 128-wide K block is multiplied by
 //    sa[row, kb] * sb[n / 128, kb] * 2^16 and added to FP32 accumulators.
+// Split-K: a tile sums only K blocks [kb_begin, kb_end); the caller reduces the partial tiles.
 // Alignment rules (checked by the host before launch): K % 16 == 0, lda % 16 == 0 and every
 // operand base 16-byte aligned (cp.async moves 16-byte chunks). M and N are arbitrary.
 #pragma once
@@ -59,6 +60,8 @@ struct Fp8GemmProblem {
   int accumulate;          // D += A * B^T (FP32 output only)
   const int* row_expert;   // optional: only rows with row_expert[row] == expert are loaded/stored
   int expert;
+  int kb_begin;            // the 128-wide K blocks this tile sums: [kb_begin, kb_end) (split-K)
+  int kb_end;
 };
 
 DK_DEVICE int tile_offset(int row, int chunk) { return row * kBlockK + ((chunk ^ ((row & 3) << 1)) << 4); }
@@ -88,7 +91,8 @@ DK_DEVICE void fp8_gemm_tile(const Fp8GemmProblem& p, int m0, int n0, unsigned c
   const int lane = tid & 31, warp = tid >> 5;
   const int wm = warp / kWarpsN, wn = warp % kWarpsN;
   const int g = lane >> 2, t = lane & 3;
-  const int num_kb = (p.k + kBlockK - 1) / kBlockK;
+  const int num_kb = (p.k + kBlockK - 1) / kBlockK;  // scale row stride
+  const int kb0 = p.kb_begin, count = p.kb_end - p.kb_begin;
 
   // Each thread copies 4 chunks of A and 4 of B per stage: rows (tid >> 3) + 32 i, chunk tid & 7.
   const int load_chunk = tid & 7;
@@ -127,20 +131,21 @@ DK_DEVICE void fp8_gemm_tile(const Fp8GemmProblem& p, int m0, int n0, unsigned c
 
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) {
-    if (s < num_kb) load_stage(s, s);
+    if (s < count) load_stage(s, kb0 + s);
     cp_async_commit();
   }
 
   const long long sb_row = static_cast<long long>(n0 / kBlockN) * num_kb;
-  for (int kb = 0; kb < num_kb; ++kb) {
+  for (int it = 0; it < count; ++it) {
+    const int kb = kb0 + it;
     cp_async_wait<kStages - 2>();
-    __syncthreads();  // stage kb visible to all; the stage consumed at kb - 1 is free
+    __syncthreads();  // stage `it` visible to all; the stage consumed at it - 1 is free
     {
-      const int next = kb + kStages - 1;
-      if (next < num_kb) load_stage(next % kStages, next);
+      const int next = it + kStages - 1;
+      if (next < count) load_stage(next % kStages, kb0 + next);
       cp_async_commit();
     }
-    const unsigned char* sa_tile = smem + (kb % kStages) * kStageBytes;
+    const unsigned char* sa_tile = smem + (it % kStages) * kStageBytes;
     const unsigned char* sb_tile = sa_tile + kTileBytes;
     const int ksteps = min(4, (p.k - kb * kBlockK + 31) / 32);
 

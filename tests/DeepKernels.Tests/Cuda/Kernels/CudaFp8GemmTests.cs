@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using DeepKernels.Backends;
 using DeepKernels.Backends.Cpu;
+using DeepKernels.Backends.Cuda;
 using DeepKernels.Formats;
 using DeepKernels.Ops.Gemm;
 using DeepKernels.Tensors;
@@ -64,6 +65,17 @@ public class CudaFp8GemmTests
     [TestCase(7, 200, 384)]
     [TestCase(129, 130, 144)]
     public void AccumulatesIntoFp32Output(int m, int n, int k) => Compare(Make(m, n, k, 5), DType.Float32, true);
+
+    // Few output tiles and many K blocks: the split-K path (partials in a workspace, ordered reduce).
+    [TestCase(7, 128, 1024, DType.Float32, true)]
+    [TestCase(3, 200, 1152, DType.BFloat16, false)]
+    public void SplitKMatchesCpu(int m, int n, int k, DType output, bool accumulate)
+    {
+        var cuda = CudaTestBackends.Get();
+        long tiles = (m + 127) / 128 * (long)((n + 127) / 128);
+        Assume.That(CudaBackend.GemmSplitK(tiles, (k + 127) / 128, cuda.Device.MultiprocessorCount).Splits, Is.GreaterThan(1), "this device needs no split for the shape");
+        Compare(Make(m, n, k, 13), output, accumulate);
+    }
 
     [TestCase(33, 150, 272)]
     public void Ue8m0ScalesMatchCpu(int m, int n, int k) => Compare(Make(m, n, k, 9), DType.Float32, false, DType.UE8M0);
