@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using DeepKernels.Cuda;
 using DeepKernels.Cuda.Kernels;
 using DeepKernels.Ops.Gemm;
@@ -57,22 +58,52 @@ public sealed partial class CudaBackend : IFp8GemmBackend
                     rows, args.N, args.K, saUe8m0, sbUe8m0, outBf16, accumulate, kBlocks, KernelArg.Pointer(0));
                 continue;
             }
-            var temps = new List<TensorBuffer>(1);
-            try
+            lock (_scratchLock)
             {
-                var workspace = Track(temps, Allocate(DType.Float32, splits, rows, args.N)).View;
+                long count = (long)rows * args.N;
+                nint workspace = Scratch("gemm.workspace", splits * count * sizeof(float));
                 LaunchKernel(Fp8GemmKernel, new Dim3(colTiles, rowTiles, (uint)splits), new Dim3(GemmThreads), GemmSharedBytes,
                     a, sa, KernelArg.Pointer(args.B), KernelArg.Pointer(args.BScales), d,
                     rows, args.N, args.K, saUe8m0, sbUe8m0, outBf16, accumulate, perSplit, KernelArg.Pointer(workspace));
-                long count = (long)rows * args.N;
                 LaunchKernel(Fp8GemmReduceKernel, new Dim3((uint)((count + 255) / 256)), new Dim3(256), 0,
                     KernelArg.Pointer(workspace), splits, d, rows, args.N, outBf16, accumulate);
             }
-            finally
-            {
-                ReleaseAfterQueuedWork(temps);
-            }
         }
+    }
+
+    // ---- per-op device scratch, reused across calls ----
+
+    private readonly object _scratchLock = new();
+    private readonly Dictionary<string, TensorBuffer> _scratch = new(StringComparer.Ordinal);
+
+    /// <summary>
+    /// A device buffer of at least <paramref name="bytes"/> bytes for <paramref name="purpose"/>,
+    /// kept and reused by later calls so that steady-state ops allocate nothing. All work is
+    /// ordered on this backend's one stream, so a later call's writes land after the earlier
+    /// call's kernels have read it. Callers hold <c>_scratchLock</c> from here until their
+    /// launches are queued. A buffer that has to grow is released after the queued work.
+    /// </summary>
+    private nint Scratch(string purpose, long bytes)
+    {
+        bytes = Math.Max(bytes, 256);
+        if (_scratch.TryGetValue(purpose, out var buffer))
+        {
+            if (buffer.View.ByteCount >= bytes) return buffer.View.Data;
+            bytes = Math.Max(bytes, buffer.View.ByteCount * 2);
+            _scratch.Remove(purpose);
+            ReleaseAfterQueuedWork([buffer]);
+        }
+        buffer = Allocate(DType.UInt8, bytes);
+        _scratch[purpose] = buffer;
+        return buffer.View.Data;
+    }
+
+    /// <summary>Copies host ints into the scratch buffer of <paramref name="purpose"/> and returns them as an Int32 device tensor.</summary>
+    private TensorView ScratchInts(string purpose, ReadOnlySpan<int> values)
+    {
+        var view = new TensorView(Scratch(purpose, (long)values.Length * sizeof(int)), DType.Int32, MemoryLocation.Device, values.Length);
+        CopyFromHost(MemoryMarshal.AsBytes(values), view);
+        return view;
     }
 
     /// <summary>
