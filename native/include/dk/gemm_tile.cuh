@@ -10,7 +10,7 @@
 //    so the 8-byte fragment loads below hit 32 distinct banks per phase.
 //  * sm_80 has no FP8 mma: fragments are loaded as raw bytes and widened in registers to F16 by
 //    a shift (an E4M3 code shifted into an F16's exponent/mantissa field is exactly value * 2^-8,
-//    subnormals included; NaN codes become the finite 1.875, so FP8 NaNs are not propagated).
+//    subnormals included; NaN codes are mapped to an F16 NaN, so NaN propagates as on the CPU).
 //    mma.sync m16n8k16 F16 -> FP32 then accumulates exact products value_a * value_b * 2^-16.
 //  * K order inside a 32-wide step is permuted identically for A and B (lane t owns bytes
 //    8t..8t+7 of each row: bytes 0-3 feed the first k16 mma, 4-7 the second), which lets one
@@ -72,10 +72,19 @@ DK_DEVICE float load_scale(const void* p, long long index, int ue8m0)
 }
 
 // Bytes 0,1 (high = false) or 2,3 (high = true) of `w` as F16x2 holding each E4M3 value * 2^-8.
+// A NaN code (S.1111.111) becomes the F16 NaN 0xFFFF so that NaN inputs give NaN outputs, as on
+// the CPU backend.
 DK_DEVICE uint32_t e4m3x2_to_f16x2_scaled(uint32_t w, bool high)
 {
   const uint32_t r = __byte_perm(w, 0u, high ? 0x3424u : 0x1404u);  // code b at bits 8..15 of its half
-  return (r & 0x80008000u) | ((r >> 1) & 0x3F803F80u);
+  const uint32_t f = (r & 0x80008000u) | ((r >> 1) & 0x3F803F80u);
+  const uint32_t t = r & 0x7F007F00u;
+#if defined(DK_EMULATOR)
+  const uint32_t nan = ((t & 0xFFFFu) == 0x7F00u ? 0xFFFFu : 0u) | ((t >> 16) == 0x7F00u ? 0xFFFF0000u : 0u);
+#else
+  const uint32_t nan = __vcmpeq2(t, 0x7F007F00u);  // 0xFFFF in each half that holds a NaN code
+#endif
+  return f | nan;
 }
 
 DK_DEVICE bool row_selected(const Fp8GemmProblem& p, int row)

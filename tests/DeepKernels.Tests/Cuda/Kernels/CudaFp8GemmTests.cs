@@ -77,6 +77,33 @@ public class CudaFp8GemmTests
         Compare(Make(m, n, k, 13), output, accumulate);
     }
 
+    [Test]
+    public void NaNCodesPropagateLikeCpu()
+    {
+        var cuda = CudaTestBackends.Get();
+        var x = Make(9, 140, 256, 21);
+        x.A[2 * x.K + 5] = 0x7F;    // row 2 of A
+        x.B[3 * x.K + 130] = 0xFF;  // row 3 of B (column 3 of D), negative NaN
+        var expected = Run(CpuBackend.Default, x, DType.Float32, false);
+        var actual = Run(cuda, x, DType.Float32, false);
+        var finiteActual = new List<float>();
+        var finiteExpected = new List<float>();
+        for (int i = 0; i < expected.Length; i++)
+        {
+            bool nan = i / x.N == 2 || i % x.N == 3;
+            Assert.That(float.IsNaN(expected[i]), Is.EqualTo(nan), $"CPU D[{i / x.N}, {i % x.N}]");
+            Assert.That(float.IsNaN(actual[i]), Is.EqualTo(nan), $"CUDA D[{i / x.N}, {i % x.N}] = {actual[i]}");
+            if (nan) continue;
+            finiteActual.Add(actual[i]);
+            finiteExpected.Add(expected[i]);
+        }
+        Assert.That(CalcDiff([.. finiteActual], [.. finiteExpected]), Is.LessThan(1e-6));
+    }
+
+    /// <summary>A decode shape with DeepSeek-V3's K = 7168 (56 K blocks, split-K on small devices).</summary>
+    [Test]
+    public void DecodeRowWithK7168MatchesCpu() => Compare(Make(1, 128, 7168, 71), DType.BFloat16, false);
+
     [TestCase(33, 150, 272)]
     public void Ue8m0ScalesMatchCpu(int m, int n, int k) => Compare(Make(m, n, k, 9), DType.Float32, false, DType.UE8M0);
 
