@@ -128,7 +128,8 @@ public sealed class InferenceSession : IDisposable
         var x = _arena.TakeSpan<float>(total * h);
         var xn = _arena.TakeSpan<float>(total * h);
         var branch = _arena.TakeSpan<float>(total * h);
-        EmbeddingLookup.Gather(w.Embedding.View.AsSpan<BFloat16>(), h, ids, x);
+        if (w.Embedding.View.DType == DType.BFloat16) EmbeddingLookup.Gather(w.Embedding.View.AsSpan<BFloat16>(), h, ids, x);
+        else EmbeddingLookup.Gather(w.Embedding.View.AsSpan<float>(), h, ids, x);
         var step = new Step(this, sequences, starts, positions, slots, total);
         foreach (var layer in w.Layers)
         {
