@@ -1,4 +1,5 @@
 using DeepKernels.Backends;
+using DeepKernels.Backends.Cuda;
 using DeepKernels.Cuda;
 
 namespace DeepKernels.Diagnostics.Benchmarking;
@@ -15,17 +16,10 @@ public sealed record CudaBenchTarget(ICudaDriver Driver, nint Stream, CudaDevice
 /// </summary>
 public static class CudaBenchBinding
 {
-    /// <summary>The timing target of a CUDA backend, or null for a backend that is not CUDA (or not yet wired).</summary>
+    /// <summary>The timing target of a CUDA backend (real driver or emulator), or null for any other backend.</summary>
     public static CudaBenchTarget? TryGetTarget(Backend backend)
     {
         ArgumentNullException.ThrowIfNull(backend);
-        return backend is ICudaBenchSource source ? source.GetBenchTarget() : null;
+        return backend is CudaBackend cuda ? new CudaBenchTarget(cuda.Driver, cuda.Stream, cuda.Device) : null;
     }
-}
-
-/// <summary>Implemented by backends that can be timed with CUDA events.</summary>
-public interface ICudaBenchSource
-{
-    /// <summary>The driver, stream and device to time on.</summary>
-    CudaBenchTarget GetBenchTarget();
 }

@@ -24,6 +24,8 @@ public static class OpBenchRegistry
     {
         var cases = new List<OpBenchCase>();
         AddActivationQuantization(cases);
+        GemmBenchCases.Add(cases);
+        MlaBenchCases.Add(cases);
         return cases;
     }
 
