@@ -218,3 +218,45 @@ public class CudaBackendCoreTests
         Assert.DoesNotThrow(() => driver.Probe());
     }
 }
+
+public class KernelImageOverrideTests
+{
+    [Test]
+    public void FatbinOverrideReadsTheReportsNextToIt()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), "dk-fatbin-" + Guid.NewGuid().ToString("N")[..8]);
+        Directory.CreateDirectory(dir);
+        try
+        {
+            string fatbin = Path.Combine(dir, "custom.fatbin");
+            File.WriteAllBytes(fatbin, [1, 2, 3, 4]);
+            File.WriteAllText(Path.Combine(dir, "resource-report.json"), """{"compiler":"nvcc 13.0","archs":["sm_90a"],"kernels":[{"name":"dk_x","arch":"sm_90a"}]}""");
+            File.WriteAllText(Path.Combine(dir, "kernel-signatures.json"), """{"kernels":[{"name":"dk_x","params":[]}]}""");
+            var image = KernelImage.Load(fatbin);
+            Assert.That(image.HasFatbin, Is.True);
+            Assert.That(image.Fatbin.ToArray(), Is.EqualTo(new byte[] { 1, 2, 3, 4 }));
+            Assert.That(image.Source, Is.EqualTo(fatbin));
+            Assert.That(image.Report!.Compiler, Is.EqualTo("nvcc 13.0"));
+            Assert.That(image.Report.Archs, Is.EqualTo(new[] { "sm_90a" }));
+            Assert.That(image.Signatures!.TryGet("dk_x", out _), Is.True);
+            Assert.That(image.Problem, Is.Null);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Test]
+    public void OccupancyQueryGoesThroughTheDriver()
+    {
+        using var driver = new FakeCudaDriver();
+        var image = new KernelImage([1], "test", null, KernelSignatureTable.Parse(KernelReportTests.SignaturesJson), null);
+        Assert.That(CudaBackend.TryCreate(driver, 0, image, out var backend, out _), Is.True);
+        using (backend)
+        {
+            Assert.That(backend!.MaxActiveBlocksPerMultiprocessor("dk_scale", 256), Is.EqualTo(1));
+            Assert.Throws<ArgumentOutOfRangeException>(() => backend.MaxActiveBlocksPerMultiprocessor("dk_scale", 2048));
+        }
+    }
+}

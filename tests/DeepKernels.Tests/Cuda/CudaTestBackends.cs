@@ -1,5 +1,6 @@
 using DeepKernels.Backends.Cuda;
 using DeepKernels.Cuda;
+using DeepKernels.Cuda.Emulation;
 
 namespace DeepKernels.Tests.Cuda;
 
@@ -36,14 +37,24 @@ internal static class CudaTestBackends
                     ? (real, why, true)
                     : (null, $"{EnvironmentVariable}=cuda but the CUDA backend is unavailable: {why}", true);
             case "cuda-emu":
-                // The kernel emulator's driver (Cuda/Emulation) plugs in here once it exists.
-                return (null, $"{EnvironmentVariable}=cuda-emu but this build has no kernel emulator driver.", true);
+                return TryEmulator(out var forced, out string emuWhy)
+                    ? (forced, emuWhy, true)
+                    : (null, $"{EnvironmentVariable}=cuda-emu but the kernel emulator is unavailable: {emuWhy}", true);
             case null or "":
                 if (CudaBackend.TryCreate(RealCudaDriver.Default, 0, out var device, out string reason))
                     return (device, reason, false);
-                return (null, $"No CUDA device for [Category(\"Cuda\")] tests and no kernel emulator: {reason}", false);
+                if (TryEmulator(out var emulated, out string emuReason))
+                    return (emulated, emuReason, false);
+                return (null, $"No CUDA device for [Category(\"Cuda\")] tests ({reason}) and no kernel emulator ({emuReason}).", false);
             default:
                 return (null, $"{EnvironmentVariable}='{choice}' is not one of: cuda, cuda-emu (or unset).", true);
         }
+    }
+
+    private static bool TryEmulator(out CudaBackend? backend, out string reason)
+    {
+        backend = null;
+        if (!EmulatorDriver.TryLoad(out var driver, out reason)) return false;
+        return CudaBackend.TryCreate(driver!, 0, out backend, out reason);
     }
 }

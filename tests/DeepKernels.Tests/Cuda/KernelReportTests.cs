@@ -139,3 +139,41 @@ public class KernelReportTests
         Assert.That(e!.Message, Does.Contain(expected));
     }
 }
+
+/// <summary>Checks on the kernel image this assembly embeds (ignored when the native build did not run).</summary>
+public class EmbeddedKernelImageTests
+{
+    [Test]
+    public void EveryKernelHasAnEntryForEverySassArchAndNoSpills()
+    {
+        var image = KernelImage.Current;
+        if (!image.HasFatbin || image.Report is null) Assert.Ignore($"kernels not built: {image.Problem}");
+        var report = image.Report;
+        var sass = report.Archs.Where(a => a.StartsWith("sm_", StringComparison.Ordinal)).ToList();
+        Assert.That(sass, Is.Not.Empty);
+        Assert.That(report.KernelNames, Is.Not.Empty);
+        foreach (string kernel in report.KernelNames)
+            Assert.That(report.ArchsOf(kernel), Is.SupersetOf(sass), kernel);
+        foreach (var k in report.Kernels)
+            Assert.That(k.SpillStores + k.SpillLoads, Is.EqualTo(0), $"{k.Name} spills on {k.Arch}");
+    }
+
+    [Test]
+    public void SignatureTableCoversEveryKernelInTheReport()
+    {
+        var image = KernelImage.Current;
+        if (image.Report is null || image.Signatures is null) Assert.Ignore($"kernels not built: {image.Problem}");
+        foreach (string kernel in image.Report.KernelNames)
+            Assert.That(image.Signatures.TryGet(kernel, out _), Is.True, kernel);
+    }
+
+    [Test]
+    public void ActivationQuantizationLaunchMatchesTheBuiltSignature()
+    {
+        // The C# launch and the kernel's declaration must agree: validate against the built table.
+        var signatures = KernelImage.Current.Signatures;
+        if (signatures is null) Assert.Ignore($"kernels not built: {KernelImage.Current.Problem}");
+        Assert.DoesNotThrow(() => signatures.Validate("dk_quantize_act_fp8",
+            [KernelArg.Pointer(16ul), 0, KernelArg.Pointer(32ul), KernelArg.Pointer(48ul), 1, 3, 300]));
+    }
+}

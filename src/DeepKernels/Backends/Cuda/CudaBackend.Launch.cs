@@ -95,6 +95,21 @@ public sealed partial class CudaBackend
             throw new ArgumentException($"Kernel '{name}': {dynamicSharedBytes} bytes of dynamic shared memory exceed the device's opt-in limit of {sharedOptinLimit} bytes.", nameof(dynamicSharedBytes));
     }
 
+    /// <summary>
+    /// Resident blocks per SM for <paramref name="kernel"/> at <paramref name="blockSize"/> threads
+    /// and <paramref name="dynamicSharedBytes"/> of dynamic shared memory (cuOccupancyMaxActiveBlocksPerMultiprocessor).
+    /// </summary>
+    public int MaxActiveBlocksPerMultiprocessor(string kernel, int blockSize, uint dynamicSharedBytes = 0)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(kernel);
+        ObjectDisposedException.ThrowIf(IsDisposed, this);
+        if (blockSize is < 1 or > MaxThreadsPerBlock)
+            throw new ArgumentOutOfRangeException(nameof(blockSize), blockSize, $"Expected 1..{MaxThreadsPerBlock} threads per block.");
+        var function = GetKernel(kernel);
+        _context.MakeCurrent();
+        return Driver.MaxActiveBlocksPerMultiprocessor(function.Handle, blockSize, dynamicSharedBytes);
+    }
+
     private KernelFunction GetKernel(string name)
     {
         if (_functions.TryGetValue(name, out var cached)) return cached;
