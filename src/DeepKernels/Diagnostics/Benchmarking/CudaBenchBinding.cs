@@ -1,5 +1,4 @@
 using DeepKernels.Backends;
-using DeepKernels.Backends.Cuda;
 using DeepKernels.Cuda;
 
 namespace DeepKernels.Diagnostics.Benchmarking;
@@ -20,6 +19,13 @@ public static class CudaBenchBinding
     public static CudaBenchTarget? TryGetTarget(Backend backend)
     {
         ArgumentNullException.ThrowIfNull(backend);
-        return backend is CudaBackend cuda ? new CudaBenchTarget(cuda.Driver, cuda.Stream, cuda.Device) : null;
+        return backend is ICudaBenchSource source ? source.GetBenchTarget() : null;
     }
+}
+
+/// <summary>Implemented by backends that can be timed with CUDA events (the CUDA backend, over the real driver or the emulator).</summary>
+public interface ICudaBenchSource
+{
+    /// <summary>The driver, stream and device to time on.</summary>
+    CudaBenchTarget GetBenchTarget();
 }

@@ -73,7 +73,7 @@ public static class KernelProfiler
         if (fatbin is not null && !File.Exists(fatbin)) throw new FileNotFoundException($"Fatbin '{fatbin}' does not exist.", fatbin);
         fatbin ??= Environment.GetEnvironmentVariable(FatbinEnvironmentVariable) is { Length: > 0 } env && File.Exists(env) ? env : null;
         if (fatbin is null && nativeDir is not null && File.Exists(Path.Combine(nativeDir, "deepkernels.fatbin"))) fatbin = Path.Combine(nativeDir, "deepkernels.fatbin");
-        fatbin ??= ExtractEmbeddedFatbin();
+        fatbin ??= EmbeddedFatbin.Value;
         string? cuobjdump = options.CuobjdumpPath is null ? FindCuobjdump() : options.CuobjdumpPath.Length == 0 ? null : options.CuobjdumpPath;
 
         IReadOnlyList<SassInstructionMix> sass = [];
@@ -119,6 +119,9 @@ public static class KernelProfiler
         return reader.ReadToEnd();
     }
 
+    // Extracted once per process (cuobjdump needs a file).
+    private static readonly Lazy<string?> EmbeddedFatbin = new(ExtractEmbeddedFatbin);
+
     private static string? ExtractEmbeddedFatbin()
     {
         Assembly assembly = typeof(KernelProfiler).Assembly;
@@ -161,7 +164,21 @@ public static class KernelProfiler
         return null;
     }
 
+    // cuobjdump output per (tool, option, fatbin version): disassembly is slow and a process
+    // (tests, a CLI session) often profiles the same fatbin several times.
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, string> ToolCache = new(StringComparer.Ordinal);
+
     private static string RunTool(string tool, string option, string fatbin)
+    {
+        var info = new FileInfo(fatbin);
+        string key = $"{tool}|{option}|{info.FullName}|{info.Length}|{info.LastWriteTimeUtc.Ticks}";
+        if (ToolCache.TryGetValue(key, out string? cached)) return cached;
+        string text = RunToolUncached(tool, option, fatbin);
+        ToolCache[key] = text;
+        return text;
+    }
+
+    private static string RunToolUncached(string tool, string option, string fatbin)
     {
         var psi = new ProcessStartInfo(tool) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         psi.ArgumentList.Add(option);
