@@ -25,6 +25,7 @@ public static class OpBenchRegistry
         var cases = new List<OpBenchCase>();
         AddActivationQuantization(cases);
         GemmBenchCases.Add(cases);
+        MoeRouterBenchCases.Add(cases);
         MlaBenchCases.Add(cases);
         return cases;
     }
