@@ -1,6 +1,7 @@
 using DeepKernels.Backends.Cpu;
 using DeepKernels.Backends.Cuda;
 using DeepKernels.Cuda;
+using DeepKernels.Cuda.Emulation;
 
 namespace DeepKernels.Backends;
 
@@ -8,12 +9,13 @@ namespace DeepKernels.Backends;
 public static class BackendFactory
 {
     /// <summary>The names <see cref="Create"/> accepts.</summary>
-    public static IReadOnlyList<string> Names { get; } = ["auto", "cpu", "cuda"];
+    public static IReadOnlyList<string> Names { get; } = ["auto", "cpu", "cuda", "cuda-emu"];
 
     /// <summary>
     /// Creates the named backend. <c>auto</c> picks CUDA when the probe reports a ready device,
-    /// else the CPU; the emulator is only used when asked for by name. <c>cuda</c> throws
-    /// <see cref="InvalidOperationException"/> with the probe's reason when no device is usable.
+    /// else the CPU; the kernel emulator (<c>cuda-emu</c>) is only used when asked for by name.
+    /// <c>cuda</c> and <c>cuda-emu</c> throw <see cref="InvalidOperationException"/> with the
+    /// reason when they are unusable.
     /// </summary>
     public static Backend Create(string name)
     {
@@ -23,7 +25,9 @@ public static class BackendFactory
             "cpu" => new CpuBackend(),
             "cuda" => CudaBackend.Create(RealCudaDriver.Default),
             "auto" => CudaBackend.TryCreate(RealCudaDriver.Default, 0, out var cuda, out _) ? cuda! : new CpuBackend(),
-            // "cuda-emu" goes here once the kernel emulator's driver (Cuda/Emulation) exists.
+            "cuda-emu" => EmulatorDriver.TryLoad(out var emulator, out string why)
+                ? CudaBackend.Create(emulator)
+                : throw new InvalidOperationException($"Kernel emulator backend unavailable: {why}."),
             _ => throw new ArgumentException($"Unknown backend '{name}'; expected one of: {string.Join(", ", Names)}.", nameof(name)),
         };
     }

@@ -1,5 +1,6 @@
 using DeepKernels.Backends.Cuda;
 using DeepKernels.Cuda;
+using DeepKernels.Cuda.Emulation;
 
 namespace DeepKernels.Tests.Cuda;
 
@@ -36,12 +37,22 @@ internal static class CudaTestBackends
                     ? (real, why, true)
                     : (null, $"{EnvironmentVariable}=cuda but the CUDA backend is unavailable: {why}", true);
             case "cuda-emu":
-                // The kernel emulator's driver (Cuda/Emulation) plugs in here once it exists.
-                return (null, $"{EnvironmentVariable}=cuda-emu but this build has no kernel emulator driver.", true);
+                if (!EmulatorDriver.TryLoad(out var emulator, out string emuWhy))
+                    return (null, $"{EnvironmentVariable}=cuda-emu but the kernel emulator is unavailable: {emuWhy}", true);
+                return CudaBackend.TryCreate(emulator!, 0, out var emu, out string emuReason)
+                    ? (emu, emuReason, true)
+                    : (null, $"{EnvironmentVariable}=cuda-emu but the emulator backend failed: {emuReason}", true);
             case null or "":
                 if (CudaBackend.TryCreate(RealCudaDriver.Default, 0, out var device, out string reason))
                     return (device, reason, false);
-                return (null, $"No CUDA device for [Category(\"Cuda\")] tests and no kernel emulator: {reason}", false);
+                if (EmulatorDriver.TryLoad(out var fallback, out string fallbackWhy))
+                {
+                    // An emulator that is built but cannot create a backend is a bug: fail, don't skip.
+                    return CudaBackend.TryCreate(fallback!, 0, out var emuBackend, out string emuBackendReason)
+                        ? (emuBackend, emuBackendReason, false)
+                        : (null, $"The kernel emulator is built but its backend failed: {emuBackendReason}", true);
+                }
+                return (null, $"No CUDA device for [Category(\"Cuda\")] tests ({reason}) and no kernel emulator ({fallbackWhy}).", false);
             default:
                 return (null, $"{EnvironmentVariable}='{choice}' is not one of: cuda, cuda-emu (or unset).", true);
         }
