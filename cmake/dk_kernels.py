@@ -17,6 +17,7 @@ TYPE_SIZES = {
     "int": 4, "unsigned": 4, "unsigned int": 4, "float": 4, "int32_t": 4, "uint32_t": 4,
     "long long": 8, "unsigned long long": 8, "int64_t": 8, "uint64_t": 8, "size_t": 8,
     "double": 8, "short": 2, "unsigned short": 2, "char": 1, "unsigned char": 1, "bool": 1,
+    "CUtensorMap": 128,  # TMA descriptors, passed by value as `const __grid_constant__ CUtensorMap`
 }
 
 KERNEL_RE = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?(dk_\w+)\s*\(([^)]*)\)', re.S)
@@ -28,7 +29,7 @@ def strip_comments(text):
 
 
 def parse_param(raw):
-    raw = " ".join(raw.replace("__restrict__", " ").split())
+    raw = " ".join(raw.replace("__restrict__", " ").replace("__grid_constant__", " ").split())
     m = re.match(r"^(.*?)([A-Za-z_]\w*)$", raw)
     if not m:
         raise SystemExit(f"dk_kernels.py: cannot parse kernel parameter '{raw}'")

@@ -92,6 +92,14 @@ public sealed class InferenceSession : IDisposable
             total += tokens[i].Length;
         }
         if (n == 0) return;
+        int neededPages = 0;
+        for (int i = 0; i < n; i++)
+        {
+            int len = _allocator.Length(sequences[i]);
+            neededPages += _allocator.PagesFor(len + tokens[i].Length) - _allocator.PagesFor(len);
+        }
+        if (neededPages > _allocator.FreePages)
+            throw new InvalidOperationException($"The KV cache has {_allocator.FreePages} free pages but this step needs {neededPages}; create the session with more sequences or tokens, or free finished sequences.");
         _arena.Reset();
         int h = c.HiddenSize;
 

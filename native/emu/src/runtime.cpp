@@ -308,6 +308,32 @@ struct Worker {
   int fault_sig = 0;
   unsigned char* smem = nullptr;
   size_t smem_capacity = 0;
+  // Hopper twins, reset for every CTA.
+  struct NamedBarrier {
+    unsigned gen = 0, arrived = 0, count = 0;
+    const char* file = nullptr;
+    int line = 0;
+  } named[16];
+  struct Mbar {
+    unsigned expected = 0, pending = 0, phase = 0;
+    long long tx = 0;
+  };
+  std::map<void*, Mbar> mbars;
+  struct TmaCopy {
+    void* bar;
+    std::vector<unsigned char> bytes;         // 16-byte chunks
+    std::vector<unsigned char*> chunk_dst;    // destination of each chunk
+  };
+  std::vector<TmaCopy> tma_pending;
+  struct GroupOp {
+    unsigned count = 0, arrived = 0;
+    const char* kind = nullptr;
+    const char* file = nullptr;
+    int line = 0;
+    std::vector<void*> data;
+  };
+  std::map<unsigned, GroupOp> groups;
+  bool spun = false;  // the fiber just resumed yielded from a try_wait that failed
   std::unique_ptr<char[]> alt_stack;
 
   ~Worker()
@@ -541,7 +567,50 @@ std::string describe_deadlock(Worker* w)
   if (at_barrier > 0)
     return format("%s: deadlock: %d of %d thread(s) wait at __syncthreads (%s:%d) and the rest are blocked elsewhere", cta.c_str(), at_barrier,
                   w->nthreads, w->bar_file, w->bar_line);
+  for (int i = 0; i < w->nthreads; ++i) {
+    const Fiber* f = w->fibers[i];
+    if (f->done) continue;
+    return format("%s: deadlock: thread %s waits in %s (%s:%d) and no thread can make progress%s", cta.c_str(), thread_name(w, i).c_str(),
+                  f->wait_kind ? f->wait_kind : "mbarrier try_wait", f->wait_file ? f->wait_file : "?", f->wait_line,
+                  w->exited ? format(" (%d thread(s) exited)", w->exited).c_str() : "");
+  }
   return format("%s: deadlock: no emulated thread can make progress", cta.c_str());
+}
+
+bool any_spinning(Worker* w)
+{
+  for (int i = 0; i < w->nthreads; ++i)
+    if (!w->fibers[i]->done && w->fibers[i]->wait_word == nullptr) return true;
+  return false;
+}
+
+void mbar_complete_phase_if_done(Worker::Mbar& m)
+{
+  if (m.pending == 0 && m.tx == 0) {
+    ++m.phase;
+    m.pending = m.expected;
+  }
+}
+
+// Lands pending TMA loads (all, or those signalling `bar`) and completes their bytes.
+void complete_tma(Worker* w, void* bar)
+{
+  size_t keep = 0;
+  for (size_t i = 0; i < w->tma_pending.size(); ++i) {
+    Worker::TmaCopy& c = w->tma_pending[i];
+    if (bar != nullptr && c.bar != bar) {
+      if (keep != i) w->tma_pending[keep] = std::move(c);
+      ++keep;
+      continue;
+    }
+    for (size_t k = 0; k < c.chunk_dst.size(); ++k) memcpy(c.chunk_dst[k], &c.bytes[k * 16], 16);
+    auto it = w->mbars.find(c.bar);
+    if (it != w->mbars.end()) {
+      it->second.tx -= static_cast<long long>(c.bytes.size());
+      mbar_complete_phase_if_done(it->second);
+    }
+  }
+  w->tma_pending.resize(keep);
 }
 
 bool run_cta(Worker* w)
@@ -566,7 +635,12 @@ bool run_cta(Worker* w)
   }
   w->bar_arrived = 0;
   w->exited = 0;
+  for (auto& nb : w->named) nb = Worker::NamedBarrier();
+  w->mbars.clear();
+  w->tma_pending.clear();
+  w->groups.clear();
   int live = n;
+  int idle_passes = 0;
   while (live > 0) {
     bool progressed = false;
     for (int i = 0; i < n; ++i) {
@@ -574,8 +648,9 @@ bool run_cta(Worker* w)
       if (f->done) continue;
       if (f->wait_word != nullptr && *f->wait_word == f->wait_value) continue;
       f->wait_word = nullptr;
+      w->spun = false;
       resume_fiber(f);
-      progressed = true;
+      if (!w->spun) progressed = true;
       if (w->failed) return false;
       if (f->done) {
         --live;
@@ -583,12 +658,20 @@ bool run_cta(Worker* w)
         w->warps[f->view.warp].exited |= 1u << f->view.lane;
       }
     }
-    if (!progressed) {
-      w->failed = true;
-      w->error_code = kLaunchFailed;
-      w->error_message = describe_deadlock(w);
-      return false;
+    if (progressed) {
+      idle_passes = 0;
+      continue;
     }
+    // Everyone is blocked or spinning: the asynchronous copy engine catches up first.
+    if (!w->tma_pending.empty()) {
+      complete_tma(w, nullptr);
+      continue;
+    }
+    if (++idle_passes < 1000 && any_spinning(w)) continue;
+    w->failed = true;
+    w->error_code = kLaunchFailed;
+    w->error_message = describe_deadlock(w);
+    return false;
   }
   return true;
 }
@@ -605,8 +688,9 @@ int launch(Kernel* k, const dim3& grid, const dim3& block, uint32_t smem_bytes, 
   }
   if (w->smem_capacity < smem_bytes || w->smem == nullptr) {
     free(w->smem);
-    w->smem_capacity = std::max<size_t>(round_up(smem_bytes, 128), 128);
-    w->smem = static_cast<unsigned char*>(aligned_alloc(128, w->smem_capacity));
+    w->smem_capacity = std::max<size_t>(round_up(smem_bytes, 1024), 1024);
+    // 1024-byte aligned, as the 128-byte TMA/wgmma swizzle requires.
+    w->smem = static_cast<unsigned char*>(aligned_alloc(1024, w->smem_capacity));
     if (w->smem == nullptr) return error(kOutOfMemory, "cannot allocate emulated shared memory");
   }
   w->kernel = k;
@@ -820,6 +904,244 @@ void cp_async_wait(int pending_groups)
   }
   f->copies.resize(keep);
 }
+
+
+// ---- Hopper twins ------------------------------------------------------------------------------
+
+namespace {
+// The emulator's tensor map, stored in the 128 bytes of a CUtensorMap.
+struct TensorMap {
+  uint64_t magic;
+  uint64_t global;
+  uint32_t rank;
+  uint32_t elem_bytes;
+  uint64_t dims[5];
+  uint64_t strides[4];  // bytes between consecutive indices of dims 1..rank-1
+  uint32_t box[5];
+  uint32_t swizzle;     // 0, 32, 64 or 128 (bytes)
+};
+static_assert(sizeof(TensorMap) <= 128, "TensorMap must fit a CUtensorMap");
+constexpr uint64_t kTensorMapMagic = 0x50414d524f534e54ull;  // "TNSORMAP"
+
+// Shared-memory address bits after the TMA/wgmma swizzle: 16-byte chunk bits [4:4+b) ^= [7:7+b).
+uintptr_t swizzle_address(uintptr_t a, uint32_t swizzle_bytes)
+{
+  const unsigned bits = swizzle_bytes == 128 ? 3 : swizzle_bytes == 64 ? 2 : swizzle_bytes == 32 ? 1 : 0;
+  return a ^ (((a >> 7) & ((1u << bits) - 1u)) << 4);
+}
+
+const TensorMap* checked_map(Fiber* f, const void* tensor_map, const char* file, int line)
+{
+  const auto* map = static_cast<const TensorMap*>(tensor_map);
+  if (map == nullptr || map->magic != kTensorMapMagic)
+    abort_fiber(f, kInvalidValue, format("%s: TMA (%s:%d) with a tensor map the emulator did not encode (use dkemu_tensor_map_encode)",
+                                         where(t_worker, f).c_str(), file, line));
+  return map;
+}
+
+// Visits the box at `coords` in row-major box order, calling fn(global_ptr or null when out of
+// bounds, smem_offset_bytes) for each element.
+template <class Fn>
+void for_each_box_element(const TensorMap& m, const int* coords, Fn fn)
+{
+  uint32_t idx[5] = {0, 0, 0, 0, 0};
+  const uint64_t total = static_cast<uint64_t>(m.box[0]) * m.box[1] * m.box[2] * m.box[3] * m.box[4];
+  for (uint64_t e = 0; e < total; ++e) {
+    uint64_t rem = e;
+    for (uint32_t d = 0; d < 5; ++d) {
+      idx[d] = static_cast<uint32_t>(rem % m.box[d]);
+      rem /= m.box[d];
+    }
+    bool inside = true;
+    uint64_t offset = 0;
+    for (uint32_t d = 0; d < m.rank; ++d) {
+      const long long c = static_cast<long long>(coords[d]) + idx[d];
+      if (c < 0 || static_cast<uint64_t>(c) >= m.dims[d]) inside = false;
+      offset += d == 0 ? static_cast<uint64_t>(c) * m.elem_bytes : static_cast<uint64_t>(c) * m.strides[d - 1];
+    }
+    fn(inside ? reinterpret_cast<unsigned char*>(m.global + offset) : nullptr, e * m.elem_bytes);
+  }
+}
+
+Worker::Mbar& checked_mbar(Fiber* f, void* bar, const char* what, const char* file, int line)
+{
+  Worker* w = t_worker;
+  auto it = w->mbars.find(bar);
+  if (it == w->mbars.end())
+    abort_fiber(f, kLaunchFailed, format("%s: %s (%s:%d) on %p, which is not an initialised mbarrier", where(w, f).c_str(), what, file, line, bar));
+  return it->second;
+}
+}  // namespace
+
+void named_barrier(unsigned id, unsigned count, const char* file, int line)
+{
+  Fiber* f = current_fiber("bar.sync");
+  Worker* w = t_worker;
+  if (id >= 16 || count == 0 || count % 32 != 0 || count > static_cast<unsigned>(w->nthreads))
+    abort_fiber(f, kLaunchFailed, format("%s: bar.sync %u, %u (%s:%d): id must be < 16 and the count a multiple of 32 up to the block size",
+                                         where(w, f).c_str(), id, count, file, line));
+  Worker::NamedBarrier& b = w->named[id];
+  if (b.arrived == 0) {
+    b.count = count;
+    b.file = file;
+    b.line = line;
+  } else if (b.count != count) {
+    abort_fiber(f, kLaunchFailed, format("%s: bar.sync %u with count %u (%s:%d) while %u thread(s) wait with count %u (%s:%d)",
+                                         where(w, f).c_str(), id, count, file, line, b.arrived, b.count, b.file, b.line));
+  }
+  if (++b.arrived == b.count) {
+    b.arrived = 0;
+    ++b.gen;
+    return;
+  }
+  block_on(f, &b.gen, b.gen, "bar.sync", file, line);
+}
+
+void mbar_init(void* bar, unsigned count, const char* file, int line)
+{
+  Fiber* f = current_fiber("mbarrier.init");
+  if ((reinterpret_cast<uintptr_t>(bar) & 7u) != 0 || count == 0)
+    abort_fiber(f, kMisalignedAddress, format("%s: mbarrier.init (%s:%d) at %p with count %u (8-byte alignment, count >= 1)",
+                                              where(t_worker, f).c_str(), file, line, bar, count));
+  Worker::Mbar m;
+  m.expected = m.pending = count;
+  t_worker->mbars[bar] = m;
+  memset(bar, 0, 8);
+}
+
+void mbar_expect_tx(void* bar, unsigned bytes, const char* file, int line)
+{
+  Fiber* f = current_fiber("mbarrier.expect_tx");
+  checked_mbar(f, bar, "mbarrier.expect_tx", file, line).tx += bytes;
+}
+
+void mbar_arrive(void* bar, unsigned expect_tx_bytes, const char* file, int line)
+{
+  Fiber* f = current_fiber("mbarrier.arrive");
+  Worker::Mbar& m = checked_mbar(f, bar, "mbarrier.arrive", file, line);
+  m.tx += expect_tx_bytes;
+  if (m.pending == 0)
+    abort_fiber(f, kLaunchFailed, format("%s: mbarrier.arrive (%s:%d) on %p: more arrivals than its count %u in this phase", where(t_worker, f).c_str(),
+                                         file, line, bar, m.expected));
+  --m.pending;
+  mbar_complete_phase_if_done(m);
+}
+
+bool mbar_try_wait_parity(void* bar, unsigned parity, const char* file, int line)
+{
+  Fiber* f = current_fiber("mbarrier.try_wait");
+  Worker* w = t_worker;
+  checked_mbar(f, bar, "mbarrier.try_wait", file, line);
+  complete_tma(w, bar);
+  if ((w->mbars[bar].phase & 1u) != (parity & 1u)) return true;
+  // Not yet: let the other threads run, as a spinning warp would.
+  f->wait_kind = "mbarrier.try_wait";
+  f->wait_file = file;
+  f->wait_line = line;
+  w->spun = true;
+  yield_fiber(f);
+  return (w->mbars[bar].phase & 1u) != (parity & 1u);
+}
+
+void mbar_wait_parity(void* bar, unsigned parity, const char* file, int line)
+{
+  Fiber* f = current_fiber("mbarrier.wait");
+  Worker* w = t_worker;
+  checked_mbar(f, bar, "mbarrier.try_wait", file, line);
+  for (;;) {
+    complete_tma(w, bar);
+    Worker::Mbar& m = w->mbars[bar];
+    if ((m.phase & 1u) != (parity & 1u)) return;
+    block_on(f, &m.phase, m.phase, "mbarrier.try_wait.parity", file, line);
+  }
+}
+
+void tma_load(void* smem_dst, const void* tensor_map, const int* coords, unsigned rank, void* bar, const char* file, int line)
+{
+  Fiber* f = current_fiber("cp.async.bulk.tensor");
+  Worker* w = t_worker;
+  const TensorMap& m = *checked_map(f, tensor_map, file, line);
+  if (rank != m.rank)
+    abort_fiber(f, kInvalidValue, format("%s: %uD TMA load (%s:%d) with a %uD tensor map", where(w, f).c_str(), rank, file, line, m.rank));
+  const uintptr_t dst = reinterpret_cast<uintptr_t>(smem_dst);
+  const uintptr_t align = m.swizzle == 0 ? 128 : m.swizzle * 8;
+  if (dst % align != 0)
+    abort_fiber(f, kMisalignedAddress, format("%s: TMA load (%s:%d) to %p: the destination must be %zu-byte aligned for swizzle %u",
+                                              where(w, f).c_str(), file, line, smem_dst, static_cast<size_t>(align), m.swizzle));
+  checked_mbar(f, bar, "TMA load completion", file, line);
+  Worker::TmaCopy c;
+  c.bar = bar;
+  const size_t box_bytes = static_cast<size_t>(m.box[0]) * m.box[1] * m.box[2] * m.box[3] * m.box[4] * m.elem_bytes;
+  c.bytes.assign(box_bytes, 0);
+  for_each_box_element(m, coords, [&](const unsigned char* g, uint64_t off) {
+    if (g != nullptr) memcpy(&c.bytes[off], g, m.elem_bytes);  // out-of-bounds elements stay zero
+  });
+  c.chunk_dst.resize(box_bytes / 16);
+  for (size_t k = 0; k < c.chunk_dst.size(); ++k) {
+    auto* p = reinterpret_cast<unsigned char*>(swizzle_address(dst + k * 16, m.swizzle));
+    c.chunk_dst[k] = p;
+    memset(p, kPoison, 16);
+  }
+  w->tma_pending.push_back(std::move(c));
+}
+
+void tma_store(const void* tensor_map, const int* coords, unsigned rank, const void* smem_src, const char* file, int line)
+{
+  Fiber* f = current_fiber("cp.async.bulk.tensor (store)");
+  const TensorMap& m = *checked_map(f, tensor_map, file, line);
+  if (rank != m.rank)
+    abort_fiber(f, kInvalidValue, format("%s: %uD TMA store (%s:%d) with a %uD tensor map", where(t_worker, f).c_str(), rank, file, line, m.rank));
+  const uintptr_t src = reinterpret_cast<uintptr_t>(smem_src);
+  for_each_box_element(m, coords, [&](unsigned char* g, uint64_t off) {
+    if (g == nullptr) return;  // out-of-bounds elements are not written
+    const uintptr_t chunk = swizzle_address(src + (off & ~15ull), m.swizzle);
+    memcpy(g, reinterpret_cast<const unsigned char*>(chunk) + (off & 15u), m.elem_bytes);
+  });
+}
+
+void group_collective(unsigned first, unsigned count, const char* kind, void* data, GroupCompute compute, void* context, const char* file, int line)
+{
+  Fiber* f = current_fiber(kind);
+  Worker* w = t_worker;
+  const unsigned me = f->view.warp * 32 + f->view.lane;
+  if (me < first || me >= first + count || first + count > static_cast<unsigned>(w->nthreads))
+    abort_fiber(f, kLaunchFailed, format("%s: %s (%s:%d) needs threads %u..%u of a %d-thread block", where(w, f).c_str(), kind, file, line, first,
+                                         first + count - 1, w->nthreads));
+  Worker::GroupOp& op = w->groups[first];
+  if (op.arrived == 0) {
+    op.count = count;
+    op.kind = kind;
+    op.file = file;
+    op.line = line;
+    op.data.assign(count, nullptr);
+  } else if (op.count != count || (op.kind != kind && strcmp(op.kind, kind) != 0)) {
+    abort_fiber(f, kLaunchFailed, format("%s: warpgroup divergence: %s (%s:%d) while %u thread(s) wait in %s (%s:%d)", where(w, f).c_str(), kind, file,
+                                         line, op.arrived, op.kind, op.file, op.line));
+  }
+  op.data[me - first] = data;
+  f->collective_done = 0;
+  if (++op.arrived == count) {
+    if (compute != nullptr) compute(op.data.data(), count, context);
+    op.arrived = 0;
+    for (unsigned t = first; t < first + count; ++t)
+      if (t != me) w->fibers[t]->collective_done = 1;
+    return;
+  }
+  block_on(f, &f->collective_done, 0, kind, file, line);
+}
+
+unsigned shared_offset(const void* p, const char* what)
+{
+  Fiber* f = current_fiber(what);
+  Worker* w = t_worker;
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p), base = reinterpret_cast<uintptr_t>(w->smem);
+  if (a < base || a >= base + w->smem_capacity || a - base >= (1u << 18))
+    abort_fiber(f, kIllegalAddress, format("%s: %s: %p is not in the CTA's dynamic shared memory (the emulator's descriptors address only "
+                                           "DK_DYNAMIC_SHARED memory)", where(w, f).c_str(), what, p));
+  return static_cast<unsigned>(a - base);
+}
+
+void* shared_pointer(unsigned offset) { return t_worker->smem + offset; }
 
 long long clock_ticks()
 {
@@ -1083,6 +1405,49 @@ DKEMU_API int dkemu_check_memory(void)
 {
   std::string problem = check_all_canaries();
   if (!problem.empty()) return error(kIllegalAddress, problem);
+  return kSuccess;
+}
+
+// Encodes a tiled tensor map (cuTensorMapEncodeTiled's job on the real driver) into the 128
+// bytes at `tensor_map`: rank 1..5, dims in elements (innermost first), strides in bytes for
+// dims 1..rank-1 (multiples of 16), box extents (1..256; inner box bytes a multiple of 16, at
+// most the swizzle span when swizzled), swizzle 0/32/64/128 bytes. Out-of-bounds box elements
+// load as zero and are not stored.
+DKEMU_API int dkemu_tensor_map_encode(void* tensor_map, uint32_t elem_bytes, uint32_t rank, uint64_t global, const uint64_t* dims,
+                                      const uint64_t* strides, const uint32_t* box, uint32_t swizzle)
+{
+  if (tensor_map == nullptr || dims == nullptr || box == nullptr || (rank > 1 && strides == nullptr))
+    return error(kInvalidValue, "dkemu_tensor_map_encode: null argument");
+  if (rank < 1 || rank > 5) return error(kInvalidValue, format("dkemu_tensor_map_encode: rank %u (must be 1..5)", rank));
+  if (elem_bytes != 1 && elem_bytes != 2 && elem_bytes != 4 && elem_bytes != 8)
+    return error(kInvalidValue, format("dkemu_tensor_map_encode: element size %u (must be 1, 2, 4 or 8)", elem_bytes));
+  if (global % 16 != 0) return error(kInvalidValue, format("dkemu_tensor_map_encode: global address 0x%llx is not 16-byte aligned", (unsigned long long)global));
+  if (swizzle != 0 && swizzle != 32 && swizzle != 64 && swizzle != 128)
+    return error(kInvalidValue, format("dkemu_tensor_map_encode: swizzle %u (must be 0, 32, 64 or 128)", swizzle));
+  TensorMap m;
+  memset(&m, 0, sizeof m);
+  m.magic = kTensorMapMagic;
+  m.global = global;
+  m.rank = rank;
+  m.elem_bytes = elem_bytes;
+  for (uint32_t d = 0; d < 5; ++d) {
+    m.dims[d] = d < rank ? dims[d] : 1;
+    m.box[d] = d < rank ? box[d] : 1;
+    if (d < rank && (m.dims[d] == 0 || m.box[d] == 0 || m.box[d] > 256))
+      return error(kInvalidValue, format("dkemu_tensor_map_encode: dim %u = %llu, box %u (dims >= 1, box 1..256)", d, (unsigned long long)m.dims[d], m.box[d]));
+  }
+  for (uint32_t d = 1; d < rank; ++d) {
+    if (strides[d - 1] % 16 != 0)
+      return error(kInvalidValue, format("dkemu_tensor_map_encode: stride %llu of dim %u is not a multiple of 16 bytes", (unsigned long long)strides[d - 1], d));
+    m.strides[d - 1] = strides[d - 1];
+  }
+  const uint64_t inner = static_cast<uint64_t>(m.box[0]) * elem_bytes;
+  if (inner % 16 != 0) return error(kInvalidValue, format("dkemu_tensor_map_encode: inner box of %llu bytes is not a multiple of 16", (unsigned long long)inner));
+  if (swizzle != 0 && inner > swizzle)
+    return error(kInvalidValue, format("dkemu_tensor_map_encode: inner box of %llu bytes exceeds the %u-byte swizzle span", (unsigned long long)inner, swizzle));
+  m.swizzle = swizzle;
+  memset(tensor_map, 0, 128);
+  memcpy(tensor_map, &m, sizeof m);
   return kSuccess;
 }
 

@@ -22,7 +22,7 @@ internal sealed class BenchCommand : ICliCommand
 
     public string Name => "bench";
 
-    public string Summary => "Time each op at its anchor shapes: --backend cpu|cuda|cuda-emu [--op NAME] [--case TEXT] [--json FILE] [--repeats N] [--warmup N] [--list].";
+    public string Summary => "Time each op at its anchor shapes: --backend cpu|cuda|cuda-emu [--op NAME] [--case TEXT] [--smallest] [--json FILE] [--repeats N] [--warmup N] [--list].";
 
     public int Run(CliArguments args, TextWriter output)
     {
@@ -33,6 +33,7 @@ internal sealed class BenchCommand : ICliCommand
         int repeats = args.Int("repeats", 10, 1, 10_000);
         int warmup = args.Int("warmup", 3, 0, 10_000);
         bool list = args.Flag("list");
+        bool smallest = args.Flag("smallest");
         args.EnsureAllUsed();
 
         if (!BackendNames.Contains(backendName))
@@ -49,6 +50,11 @@ internal sealed class BenchCommand : ICliCommand
                 throw new CliUsageException($"no case matches '{caseFilter}'. Cases: {string.Join("; ", all.Select(c => c.Name))}.");
         }
 
+        if (smallest)
+        {
+            // One small case per op (fewest bytes moved): what compute-sanitizer runs in the GPU bundle.
+            selected = selected.GroupBy(c => c.Op, StringComparer.Ordinal).Select(g => g.MinBy(c => c.Bytes)!).ToList();
+        }
         if (list)
         {
             foreach (var c in selected) output.WriteLine($"{c.Op,-14} {c.Name}");

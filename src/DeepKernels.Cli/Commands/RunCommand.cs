@@ -130,7 +130,7 @@ internal sealed class RunCommand : ICliCommand
             output.WriteLine($"bound    : {Mb(w.ActiveBytesPerToken)} of active weights per step / {bandwidth / 1e9:F1} GB/s measured copy bandwidth = {boundSeconds * 1e3:F3} ms/step; " +
                 $"decode runs at {100 * boundSeconds / stepSeconds:F1}% of the memory-bandwidth bound");
             var counts = result.PoolAllocationsPerStep;
-            output.WriteLine($"memory   : workspace pool allocations {counts[0]} after the first decode step, {counts[^1]} after the last ({(counts[^1] == counts[0] ? "flat" : "growing")}); KV cache {Mb(mlaPerToken)} per token");
+            output.WriteLine($"memory   : workspace pool allocations {counts[0]} after the first decode step, {counts[^1]} after the last ({(counts[^1] == counts[0] ? "flat" : "growing")}); KV cache {mlaPerToken} B per token, {Mb(result.PrefillTokens * mlaPerToken + result.DecodeTokens * mlaPerToken)} used");
         }
         output.WriteLine($"total    : {total.Elapsed.TotalSeconds:F2} s");
         return 0;

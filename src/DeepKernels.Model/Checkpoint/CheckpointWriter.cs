@@ -1,13 +1,13 @@
-using System.Text.Json;
+using DeepKernels.Model.Safetensors;
 using DeepKernels.Tensors;
 
 namespace DeepKernels.Model.Checkpoint;
 
 /// <summary>
-/// Writes a safetensors file: tensors are added in order (name, dtype, shape, bytes), then
-/// <see cref="Save"/> writes the header (padded with spaces to a multiple of 8 bytes) and the
-/// data into a temporary file that is renamed over the target, so a failure never leaves a
-/// partial checkpoint behind.
+/// Collects tensors in memory (name, dtype, shape, bytes) and writes them as one safetensors
+/// file through <see cref="SafetensorsWriter"/>. <see cref="Save"/> writes into a temporary file
+/// renamed over the target, so a failure never leaves a partial checkpoint behind. Used by the
+/// tiny preset and by tests that build checkpoint variants.
 /// </summary>
 public sealed class CheckpointWriter
 {
@@ -19,6 +19,9 @@ public sealed class CheckpointWriter
 
     /// <summary>Bytes of tensor data added so far.</summary>
     public long DataBytes => _tensors.Sum(t => (long)t.Data.Length);
+
+    /// <summary>Names added so far, in order.</summary>
+    public IEnumerable<string> Names => _tensors.Select(t => t.Name);
 
     /// <summary>Adds a tensor; the byte count must match the dtype and shape.</summary>
     public void Add(string name, DType dtype, long[] shape, ReadOnlySpan<byte> data)
@@ -41,57 +44,34 @@ public sealed class CheckpointWriter
     public void Add<T>(string name, DType dtype, long[] shape, ReadOnlySpan<T> values) where T : unmanaged =>
         Add(name, dtype, shape, System.Runtime.InteropServices.MemoryMarshal.AsBytes(values));
 
-    /// <summary>The header bytes (JSON padded with spaces to a multiple of 8).</summary>
-    public byte[] BuildHeader(IReadOnlyDictionary<string, string>? metadata = null)
+    /// <summary>Removes a tensor added before; returns whether it was present.</summary>
+    public bool Remove(string name)
     {
-        using var ms = new MemoryStream();
-        using (var w = new Utf8JsonWriter(ms))
-        {
-            w.WriteStartObject();
-            if (metadata is { Count: > 0 })
-            {
-                w.WriteStartObject("__metadata__");
-                foreach (var (k, v) in metadata) w.WriteString(k, v);
-                w.WriteEndObject();
-            }
-            long offset = 0;
-            foreach (var t in _tensors)
-            {
-                w.WriteStartObject(t.Name);
-                w.WriteString("dtype", t.DType.SafetensorsName());
-                w.WriteStartArray("shape");
-                foreach (long d in t.Shape) w.WriteNumberValue(d);
-                w.WriteEndArray();
-                w.WriteStartArray("data_offsets");
-                w.WriteNumberValue(offset);
-                w.WriteNumberValue(offset + t.Data.Length);
-                w.WriteEndArray();
-                w.WriteEndObject();
-                offset += t.Data.Length;
-            }
-            w.WriteEndObject();
-        }
-        int pad = (int)((8 - ms.Length % 8) % 8);
-        for (int i = 0; i < pad; i++) ms.WriteByte((byte)' ');
-        return ms.ToArray();
+        int i = _tensors.FindIndex(t => t.Name == name);
+        if (i < 0) return false;
+        _tensors.RemoveAt(i);
+        _names.Remove(name);
+        return true;
+    }
+
+    /// <summary>Writes the tensors to <paramref name="stream"/> as a safetensors file.</summary>
+    public void WriteTo(Stream stream, IReadOnlyDictionary<string, string>? metadata = null)
+    {
+        var specs = _tensors.Select(t => new SafetensorsTensorSpec(t.Name, t.DType, t.Shape)).ToList();
+        using var writer = new SafetensorsWriter(stream, specs, metadata, leaveOpen: true);
+        foreach (var t in _tensors) writer.WriteTensor(t.Name, t.Data);
+        writer.Complete();
     }
 
     /// <summary>Writes the file atomically (temporary file, then rename).</summary>
     public void Save(string path, IReadOnlyDictionary<string, string>? metadata = null)
     {
         ArgumentNullException.ThrowIfNull(path);
-        byte[] header = BuildHeader(metadata);
         string temp = path + ".tmp-" + Environment.ProcessId.ToString(System.Globalization.CultureInfo.InvariantCulture);
         try
         {
             using (var fs = new FileStream(temp, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 20))
-            {
-                Span<byte> prefix = stackalloc byte[8];
-                System.Buffers.Binary.BinaryPrimitives.WriteUInt64LittleEndian(prefix, (ulong)header.Length);
-                fs.Write(prefix);
-                fs.Write(header);
-                foreach (var t in _tensors) fs.Write(t.Data);
-            }
+                WriteTo(fs, metadata);
             File.Move(temp, path, overwrite: true);
         }
         catch
@@ -101,16 +81,11 @@ public sealed class CheckpointWriter
         }
     }
 
-    /// <summary>The bytes of a whole file in memory (for tests).</summary>
+    /// <summary>The bytes of the whole file in memory (for tests).</summary>
     public byte[] ToBytes()
     {
-        byte[] header = BuildHeader();
         using var ms = new MemoryStream();
-        Span<byte> prefix = stackalloc byte[8];
-        System.Buffers.Binary.BinaryPrimitives.WriteUInt64LittleEndian(prefix, (ulong)header.Length);
-        ms.Write(prefix);
-        ms.Write(header);
-        foreach (var t in _tensors) ms.Write(t.Data);
+        WriteTo(ms);
         return ms.ToArray();
     }
 }

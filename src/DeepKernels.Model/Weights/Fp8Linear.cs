@@ -1,6 +1,6 @@
-using System.Numerics.Tensors;
 using DeepKernels.Backends;
 using DeepKernels.Formats;
+using DeepKernels.Ops.Gemm;
 using DeepKernels.Ops.Quantize;
 using DeepKernels.Tensors;
 
@@ -46,56 +46,24 @@ public sealed class Fp8Linear : IDisposable
     public long Parameters => (long)OutFeatures * InFeatures;
 
     /// <summary>Workspace floats <see cref="Forward"/> needs for <paramref name="rows"/> rows.</summary>
-    public int ScratchFloats(int rows) => rows * InFeatures + rows * ActivationQuantization.GroupCount(InFeatures) + (rows * InFeatures + 3) / 4;
+    public int ScratchFloats(int rows) => rows * ActivationQuantization.GroupCount(InFeatures) + (rows * InFeatures + 3) / 4;
 
     /// <summary>
-    /// y[rows, N] = x[rows, K] W^T with FP8 activation quantization. <paramref name="scratch"/> must
-    /// hold <see cref="ScratchFloats"/> floats.
+    /// y[rows, N] = x[rows, K] W^T: activations are quantized per 1x128 group, then the FP8
+    /// block-scaled GEMM (<see cref="Fp8Gemm"/>) runs on the codes and scales as they are.
+    /// <paramref name="scratch"/> must hold <see cref="ScratchFloats"/> floats.
     /// </summary>
-    public unsafe void Forward(ReadOnlySpan<float> x, int rows, Span<float> y, Span<float> scratch)
+    public void Forward(ReadOnlySpan<float> x, int rows, Span<float> y, Span<float> scratch)
     {
         int k = InFeatures, n = OutFeatures, groups = ActivationQuantization.GroupCount(k);
         Guard.Length(x.Length, (long)rows * k, nameof(x));
         Guard.Length(y.Length, (long)rows * n, nameof(y));
         Guard.AtLeast(scratch.Length, ScratchFloats(rows), nameof(scratch));
         if (rows == 0) return;
-        var xd = scratch[..(rows * k)];
-        var sa = scratch.Slice(rows * k, rows * groups);
-        var codes = System.Runtime.InteropServices.MemoryMarshal.Cast<float, Float8E4M3>(scratch[(rows * k + rows * groups)..])[..(rows * k)];
+        var sa = scratch[..(rows * groups)];
+        var codes = System.Runtime.InteropServices.MemoryMarshal.Cast<float, Float8E4M3>(scratch[(rows * groups)..])[..(rows * k)];
         ActivationQuantization.Quantize(x, k, codes, sa);
-        Float8E4M3.ToSingle(codes, xd); // exact codes; the activation scale is applied per block below
-        fixed (float* px = xd, psa = sa, py = y)
-        {
-            float* xp = px, sap = psa, yp = py;
-            byte* w = (byte*)Weight.View.Data;
-            float* sw = (float*)ScaleInv.View.Data;
-            int kBlocks = groups;
-            int chunk = Math.Max(1, n / (Environment.ProcessorCount * 4));
-            int tasks = (n + chunk - 1) / chunk;
-            void Work(int task)
-            {
-                Span<float> row = stackalloc float[128];
-                int n0 = task * chunk, n1 = Math.Min(n, n0 + chunk);
-                for (int j = n0; j < n1; j++)
-                {
-                    for (int r = 0; r < rows; r++) yp[(long)r * n + j] = 0;
-                    for (int kb = 0; kb < kBlocks; kb++)
-                    {
-                        int k0 = kb * 128, width = Math.Min(128, k - k0);
-                        var wrow = row[..width];
-                        Float8E4M3.ToSingle(new ReadOnlySpan<byte>(w + (long)j * k + k0, width), wrow);
-                        float s = sw[(j / 128) * kBlocks + kb];
-                        for (int r = 0; r < rows; r++)
-                        {
-                            float dot = TensorPrimitives.Dot(wrow, new ReadOnlySpan<float>(xp + (long)r * k + k0, width));
-                            yp[(long)r * n + j] += dot * (s * sap[r * kBlocks + kb]);
-                        }
-                    }
-                }
-            }
-            if (tasks == 1 || (long)rows * n * k < 1 << 16) for (int t = 0; t < tasks; t++) Work(t);
-            else Parallel.For(0, tasks, Work);
-        }
+        Fp8Gemm.Run(codes, sa, Weight.View.AsSpan<Float8E4M3>(), ScaleInv.View.AsSpan<float>(), y, rows, n, k);
     }
 
     /// <summary>The dequantized weight as float64 [N*K] (for references and absorption).</summary>

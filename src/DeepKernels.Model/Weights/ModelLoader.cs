@@ -24,7 +24,7 @@ public sealed record LoadOptions
 /// projections keep their E4M3 codes and <c>weight_scale_inv</c> blocks as they are; BF16/F32
 /// projections (unquantized checkpoints) are quantized to FP8 at load. Every tensor is checked
 /// for presence, dtype and shape; problems are <see cref="CheckpointException"/>s naming the
-/// file and tensor. Layers at index &gt;= num_hidden_layers (multi-token prediction) are skipped.
+/// file and tensor (malformed files surface as <see cref="Safetensors.SafetensorsFormatException"/>). Layers at index &gt;= num_hidden_layers (multi-token prediction) are skipped.
 /// </summary>
 public static class ModelLoader
 {
@@ -127,7 +127,7 @@ public static class ModelLoader
             if (ctx.Checkpoint.Contains(biasName) || c.TopkMethod == "noaux_tc")
             {
                 var t = ctx.Checkpoint.Get(biasName, F32, e);
-                bias = MemoryMarshal.Cast<byte, float>(ctx.Checkpoint.Bytes(t)).ToArray();
+                bias = MemoryMarshal.Cast<byte, float>(CheckpointDirectory.Bytes(t)).ToArray();
             }
             var experts = new List<MlpWeights>(e);
             for (int x = 0; x < e; x++) experts.Add(ctx.Mlp($"{p}mlp.experts.{x}.", c.MoeIntermediateSize, h));
@@ -196,8 +196,8 @@ public static class ModelLoader
         public TensorBuffer Vector(string name, DType[] dtypes, params long[] shape)
         {
             var t = Checkpoint.Get(name, dtypes, shape);
-            var buffer = Own(backend.Upload(Checkpoint.Bytes(t), t.DType, shape));
-            Bytes += t.ByteCount;
+            var buffer = Own(backend.Upload(CheckpointDirectory.Bytes(t), t.DType, shape));
+            Bytes += t.ByteLength;
             Parameters += t.ElementCount;
             return buffer;
         }
@@ -206,10 +206,10 @@ public static class ModelLoader
         {
             var t = Checkpoint.Get(name, Dense, n, k);
             TensorBuffer buffer;
-            if (t.DType == DType.BFloat16) buffer = Own(backend.Upload(Checkpoint.Bytes(t), DType.BFloat16, n, k));
+            if (t.DType == DType.BFloat16) buffer = Own(backend.Upload(CheckpointDirectory.Bytes(t), DType.BFloat16, n, k));
             else
             {
-                var f = MemoryMarshal.Cast<byte, float>(Checkpoint.Bytes(t));
+                var f = MemoryMarshal.Cast<byte, float>(CheckpointDirectory.Bytes(t));
                 var b = new BFloat16[f.Length];
                 BFloat16.FromSingle(f, b);
                 buffer = Own(backend.Upload<BFloat16>(b, DType.BFloat16, n, k));
@@ -232,19 +232,19 @@ public static class ModelLoader
             {
                 string scaleName = name + "_scale_inv";
                 var s = Checkpoint.Get(scaleName, F32, nb, kb);
-                var scaleValues = MemoryMarshal.Cast<byte, float>(Checkpoint.Bytes(s));
+                var scaleValues = MemoryMarshal.Cast<byte, float>(CheckpointDirectory.Bytes(s));
                 for (int i = 0; i < scaleValues.Length; i++)
                 {
                     if (!float.IsFinite(scaleValues[i]) || scaleValues[i] <= 0)
-                        throw new CheckpointException(s.File, scaleName, $"scale [{i / kb}, {i % kb}] = {scaleValues[i]} is not finite and > 0.");
+                        throw new CheckpointException(s.File.Path, scaleName, $"scale [{i / kb}, {i % kb}] = {scaleValues[i]} is not finite and > 0.");
                 }
-                weight = Own(backend.Upload(Checkpoint.Bytes(t), DType.Float8E4M3, n, k));
-                scales = Own(backend.Upload(Checkpoint.Bytes(s), DType.Float32, nb, kb));
+                weight = Own(backend.Upload(CheckpointDirectory.Bytes(t), DType.Float8E4M3, n, k));
+                scales = Own(backend.Upload(CheckpointDirectory.Bytes(s), DType.Float32, nb, kb));
             }
             else
             {
                 float[] values = new float[(long)n * k];
-                var raw = Checkpoint.Bytes(t);
+                var raw = CheckpointDirectory.Bytes(t);
                 if (t.DType == DType.BFloat16) BFloat16.ToSingle(MemoryMarshal.Cast<byte, ushort>(raw), values);
                 else MemoryMarshal.Cast<byte, float>(raw).CopyTo(values);
                 var codes = new Float8E4M3[values.Length];

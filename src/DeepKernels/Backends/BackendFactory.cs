@@ -13,9 +13,10 @@ public static class BackendFactory
 
     /// <summary>
     /// Creates the named backend. <c>auto</c> picks CUDA when the probe reports a ready device,
-    /// else the CPU; the kernel emulator (<c>cuda-emu</c>) is only used when asked for by name.
-    /// <c>cuda</c> and <c>cuda-emu</c> throw <see cref="InvalidOperationException"/> with the
-    /// reason when they are unusable.
+    /// else the CPU; the emulator is only used when asked for by name. <c>cuda</c> throws
+    /// <see cref="InvalidOperationException"/> with the probe's reason when no device is usable;
+    /// <c>cuda-emu</c> (the CUDA backend over the kernel emulator, see
+    /// <see cref="EmulatorDriver"/>) throws it when the emulator library was not built.
     /// </summary>
     public static Backend Create(string name)
     {
@@ -25,10 +26,13 @@ public static class BackendFactory
             "cpu" => new CpuBackend(),
             "cuda" => CudaBackend.Create(RealCudaDriver.Default),
             "auto" => CudaBackend.TryCreate(RealCudaDriver.Default, 0, out var cuda, out _) ? cuda! : new CpuBackend(),
-            "cuda-emu" => EmulatorDriver.TryLoad(out var emulator, out string why)
-                ? CudaBackend.Create(emulator)
-                : throw new InvalidOperationException($"Kernel emulator backend unavailable: {why}."),
+            "cuda-emu" => CreateEmulated(),
             _ => throw new ArgumentException($"Unknown backend '{name}'; expected one of: {string.Join(", ", Names)}.", nameof(name)),
         };
     }
+
+    private static Backend CreateEmulated() =>
+        EmulatorDriver.TryLoad(out var driver, out string reason)
+            ? CudaBackend.Create(driver)
+            : throw new InvalidOperationException($"CUDA emulator backend unavailable: {reason}");
 }

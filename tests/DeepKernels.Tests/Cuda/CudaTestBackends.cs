@@ -37,24 +37,24 @@ internal static class CudaTestBackends
                     ? (real, why, true)
                     : (null, $"{EnvironmentVariable}=cuda but the CUDA backend is unavailable: {why}", true);
             case "cuda-emu":
-                if (!EmulatorDriver.TryLoad(out var emulator, out string emuWhy))
-                    return (null, $"{EnvironmentVariable}=cuda-emu but the kernel emulator is unavailable: {emuWhy}", true);
-                return CudaBackend.TryCreate(emulator!, 0, out var emu, out string emuReason)
-                    ? (emu, emuReason, true)
-                    : (null, $"{EnvironmentVariable}=cuda-emu but the emulator backend failed: {emuReason}", true);
+                return TryEmulator(out var forced, out string emuWhy)
+                    ? (forced, emuWhy, true)
+                    : (null, $"{EnvironmentVariable}=cuda-emu but the kernel emulator is unavailable: {emuWhy}", true);
             case null or "":
                 if (CudaBackend.TryCreate(RealCudaDriver.Default, 0, out var device, out string reason))
                     return (device, reason, false);
-                if (EmulatorDriver.TryLoad(out var fallback, out string fallbackWhy))
-                {
-                    // An emulator that is built but cannot create a backend is a bug: fail, don't skip.
-                    return CudaBackend.TryCreate(fallback!, 0, out var emuBackend, out string emuBackendReason)
-                        ? (emuBackend, emuBackendReason, false)
-                        : (null, $"The kernel emulator is built but its backend failed: {emuBackendReason}", true);
-                }
-                return (null, $"No CUDA device for [Category(\"Cuda\")] tests ({reason}) and no kernel emulator ({fallbackWhy}).", false);
+                if (TryEmulator(out var emulated, out string emuReason))
+                    return (emulated, emuReason, false);
+                return (null, $"No CUDA device for [Category(\"Cuda\")] tests ({reason}) and no kernel emulator ({emuReason}).", false);
             default:
                 return (null, $"{EnvironmentVariable}='{choice}' is not one of: cuda, cuda-emu (or unset).", true);
         }
+    }
+
+    private static bool TryEmulator(out CudaBackend? backend, out string reason)
+    {
+        backend = null;
+        if (!EmulatorDriver.TryLoad(out var driver, out reason)) return false;
+        return CudaBackend.TryCreate(driver!, 0, out backend, out reason);
     }
 }

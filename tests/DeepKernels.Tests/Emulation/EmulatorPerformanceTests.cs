@@ -21,13 +21,13 @@ public class EmulatorPerformanceTests : EmulatorTestBase
         nint f = Function("dk_quantize_act_fp8");
         one.Launch(Driver, f, new Dim3(1), new Dim3(128), 0); // warm-up: fibers and stacks
 
-        const int singleRuns = 200;
+        const int singleRuns = 100;
         var sw = Stopwatch.StartNew();
         for (int i = 0; i < singleRuns; i++) one.Launch(Driver, f, new Dim3(1), new Dim3(128), 0);
         double singleUs = sw.Elapsed.TotalMicroseconds / singleRuns;
 
         var before = Driver.Statistics;
-        const int gridRuns = 5;
+        const int gridRuns = 3;
         sw.Restart();
         for (int i = 0; i < gridRuns; i++) grid.Launch(Driver, f, new Dim3(8, m), new Dim3(128), 0);
         double gridMs = sw.Elapsed.TotalMilliseconds / gridRuns;

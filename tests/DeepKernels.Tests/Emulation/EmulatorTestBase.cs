@@ -59,6 +59,15 @@ public abstract class EmulatorTestBase
     protected void Launch(string kernel, Dim3 grid, Dim3 block, KernelArgs args, uint dynamicSharedBytes = 0) =>
         args.Launch(Driver, Function(kernel), grid, block, dynamicSharedBytes);
 
+    /// <summary>Element-wise equality of large arrays with one assertion, naming the first mismatch.</summary>
+    protected static void AssertSame<T>(T[] actual, T[] expected, string what) where T : IEquatable<T>
+    {
+        Assert.That(actual.Length, Is.EqualTo(expected.Length), what);
+        for (int i = 0; i < actual.Length; i++)
+            if (!actual[i].Equals(expected[i]))
+                Assert.Fail($"{what}: element {i} is {actual[i]}, expected {expected[i]}");
+    }
+
     /// <summary>Runs <paramref name="launch"/> and returns the CudaException it must throw.</summary>
     protected static CudaException ExpectFailure(Action launch)
     {
@@ -89,6 +98,16 @@ public sealed class KernelArgs
     public KernelArgs Long(long value) => Add(value);
 
     public KernelArgs Float(float value) => Add(value);
+
+    /// <summary>A by-value blob such as a 128-byte CUtensorMap (64-byte aligned in the pack).</summary>
+    public KernelArgs Blob(byte[] value)
+    {
+        _used = (_used + 63) & ~63;
+        value.CopyTo(_data, _used);
+        _slots.Add((_used, value.Length));
+        _used += value.Length;
+        return this;
+    }
 
     private KernelArgs Add<T>(T value) where T : unmanaged
     {

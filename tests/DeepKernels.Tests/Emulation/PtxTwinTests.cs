@@ -137,23 +137,33 @@ public class PtxTwinTests : EmulatorTestBase
         byte E4(float v) => float.IsNaN(v) ? (byte)0x7F : Float8E4M3.ToRaw(v);
         // cvt.rn.bf16.f32: RNE, NaN -> canonical 0x7FFF.
         ushort Bf(float v) => float.IsNaN(v) ? (ushort)0x7FFF : BFloat16.ToRaw(v);
+        // One assertion per output array (the first mismatch is reported with its index).
+        var expectE4 = new ushort[n];
+        var expectBf = new uint[n];
         for (int i = 0; i < n; i++)
         {
             float hi = x[i], lo = x[(i + 1) % n];
-            Assert.That(e4[i], Is.EqualTo((ushort)((E4(hi) << 8) | E4(lo))), $"e4m3x2({hi}, {lo})");
-            Assert.That(bf[i], Is.EqualTo(((uint)Bf(hi) << 16) | Bf(lo)), $"bf16x2({hi}, {lo})");
+            expectE4[i] = (ushort)((E4(hi) << 8) | E4(lo));
+            expectBf[i] = ((uint)Bf(hi) << 16) | Bf(lo);
         }
+        AssertSame(e4, expectE4, "cvt.rn.satfinite.e4m3x2.f32 of (x[i], x[i+1])");
+        AssertSame(bf, expectBf, "cvt.rn.bf16x2.f32 of (x[i], x[i+1])");
         static ushort F16Of(byte c) => (c & 0x7F) == 0x7F ? (ushort)(((c & 0x80) << 8) | 0x7FFF) : BitConverter.HalfToUInt16Bits((Half)Float8E4M3.ToSingle(c));
         static ushort Bf16Of(byte c) => (c & 0x7F) == 0x7F ? (ushort)(((c & 0x80) << 8) | 0x7FFF) : BFloat16.ToRaw(Float8E4M3.ToSingle(c));
+        var expectF16 = new uint[n];
+        var expectBf2 = new uint[n];
+        var expectF32 = new int[n];
         for (int i = 0; i < n; i++)
         {
             byte lo = (byte)(i & 0xFF), hi = (byte)(i >> 8);
-            Assert.That(f16[i], Is.EqualTo(((uint)F16Of(hi) << 16) | F16Of(lo)), $"f16x2 of 0x{i:x4}");
-            Assert.That(bf2[i], Is.EqualTo(((uint)Bf16Of(hi) << 16) | Bf16Of(lo)), $"bf16x2 of 0x{i:x4}");
-            float expected = Float8E4M3.ToSingle(lo);
-            if (float.IsNaN(expected)) Assert.That(float.IsNaN(f32[i]), $"f32 of 0x{lo:x2}");
-            else Assert.That(BitConverter.SingleToInt32Bits(f32[i]), Is.EqualTo(BitConverter.SingleToInt32Bits(expected)), $"f32 of 0x{lo:x2}");
+            expectF16[i] = ((uint)F16Of(hi) << 16) | F16Of(lo);
+            expectBf2[i] = ((uint)Bf16Of(hi) << 16) | Bf16Of(lo);
+            float v = Float8E4M3.ToSingle(lo);
+            expectF32[i] = float.IsNaN(v) ? 0x7FC00000 | ((lo & 0x80) << 24) : BitConverter.SingleToInt32Bits(v);
         }
+        AssertSame(f16, expectF16, "cvt.rn.f16x2.e4m3x2 of pair i");
+        AssertSame(bf2, expectBf2, "e4m3x2 -> bf16x2 of pair i");
+        AssertSame(f32.Select(BitConverter.SingleToInt32Bits).ToArray(), expectF32, "e4m3 -> f32 of the low byte of i");
     }
 
     [Test]

@@ -68,8 +68,8 @@ public class QuantizationKernelTests : EmulatorTestBase
         var expectedScales = new float[m * groups];
         ActivationQuantization.Quantize(x, k, expectedQ, expectedScales, ue8m0 ? ScaleFormat.UE8M0 : ScaleFormat.Float32);
         byte[] q = Download<byte>(dq, m * k);
-        for (int i = 0; i < q.Length; i++)
-            Assert.That(q[i], Is.EqualTo(expectedQ[i].RawValue), $"q[{i / k},{i % k}] for x = {x[i]}");
+        int bad = Enumerable.Range(0, q.Length).FirstOrDefault(i => q[i] != expectedQ[i].RawValue, -1);
+        Assert.That(bad, Is.EqualTo(-1), () => $"q[{bad / k},{bad % k}] = 0x{q[bad]:x2}, expected 0x{expectedQ[bad].RawValue:x2} for x = {x[bad]}");
         if (ue8m0)
         {
             byte[] s = Download<byte>(ds, m * groups);
@@ -138,7 +138,35 @@ public class QuantizationKernelTests : EmulatorTestBase
             {
                 double expected = (double)Float8E4M3.ToSingle(w[r * k + c]) * scaleInv[(r / 128) * kb + c / 128];
                 double tolerance = bf16Output ? Math.Abs(expected) / 256 : Math.Abs(expected) * 1e-7;
-                Assert.That(got[r * k + c], Is.EqualTo(expected).Within(tolerance), $"out[{r},{c}]");
+                if (Math.Abs(got[r * k + c] - expected) > tolerance)
+                    Assert.Fail($"out[{r},{c}] = {got[r * k + c]}, expected {expected} +- {tolerance}");
             }
+    }
+
+    [TestCase(130, 300)]
+    [TestCase(3, 7168)]
+    public void DequantizeWeightMatchesCpuReferenceBitForBit(int n, int k)
+    {
+        var rng = new Random(n + k);
+        var codes = new byte[n * k];
+        rng.NextBytes(codes);
+        for (int i = 0; i < codes.Length; i++) if ((codes[i] & 0x7F) == 0x7F) codes[i] = 0xBA; // no NaN codes
+        int nb = (n + 127) / 128, kb = (k + 127) / 128;
+        var scaleInv = new float[nb * kb];
+        for (int i = 0; i < scaleInv.Length; i++) scaleInv[i] = (float)(rng.NextDouble() * 3 + 1e-3);
+        var weight = Array.ConvertAll(codes, Float8E4M3.FromRaw);
+        var expectedF32 = new float[n * k];
+        var expectedBf16 = new BFloat16[n * k];
+        WeightQuantization.Dequantize(weight, scaleInv, n, k, expectedF32);
+        WeightQuantization.Dequantize(weight, scaleInv, n, k, expectedBf16);
+
+        ulong dw = Upload<byte>(codes), dsc = Upload<float>(scaleInv), df = Alloc(n * k * 4), db = Alloc(n * k * 2);
+        var grid = new Dim3((uint)((k + 511) / 512), (uint)n);
+        Launch("dk_dequantize_weight_fp8", grid, new Dim3(128), new KernelArgs().Ptr(dw).Ptr(dsc).Ptr(df).Int(0).Int(n).Int(k));
+        Launch("dk_dequantize_weight_fp8", grid, new Dim3(128), new KernelArgs().Ptr(dw).Ptr(dsc).Ptr(db).Int(1).Int(n).Int(k));
+        float[] f = Download<float>(df, n * k);
+        ushort[] b = Download<ushort>(db, n * k);
+        AssertSame(f.Select(BitConverter.SingleToInt32Bits).ToArray(), expectedF32.Select(BitConverter.SingleToInt32Bits).ToArray(), "f32 output (row-major [n, k])");
+        AssertSame(b, expectedBf16.Select(v => v.RawValue).ToArray(), "bf16 output (row-major [n, k])");
     }
 }

@@ -179,4 +179,19 @@ public class KvPageAllocatorTests
         Assert.That(table[6..9], Is.EqualTo(new[] { alloc.Pages(c)[0], -1, -1 }));
         Assert.Throws<ArgumentException>(() => alloc.ExportBlockTable(seqs, 2, new int[6], lens));
     }
+
+    [Test]
+    public void AppendManyIsAllOrNothing()
+    {
+        var alloc = new KvPageAllocator(3, 16);
+        int a = alloc.CreateSequence(), b = alloc.CreateSequence();
+        alloc.Append(a, 16);
+        var starts = new int[2];
+        var ex = Assert.Throws<KvCacheExhaustedException>(() => alloc.AppendMany([a, b], 17, starts))!;
+        Assert.That((ex.RequestedPages, ex.FreePages), Is.EqualTo((4, 2)));
+        Assert.That((alloc.Length(a), alloc.Length(b), alloc.FreePages), Is.EqualTo((16, 0, 2)));
+        alloc.AppendMany([a, b], 1, starts);
+        Assert.That(starts, Is.EqualTo(new[] { 16, 0 }));
+        Assert.Throws<ArgumentException>(() => alloc.AppendMany([a, a], 1, starts));
+    }
 }

@@ -22,7 +22,7 @@ public class MlaAbsorptionTests
     {
         const int heads = 4;
         const float scale = 0.1352338f;
-        int[] lens = [1, 37, 130, 0];
+        int[] lens = [1, 37, 70, 0];
         var rng = new Random(100 + sQ);
         var kvB = MlaReference.Random(heads * (Nope + V) * Lat, rng, 1 / Math.Sqrt(Lat) * 1.7);
         using var cache = new PagedLatentCache(CpuBackend.Default, 12, 32, layout);

@@ -65,6 +65,11 @@ DKEMU_API int dkemu_free_host(void* pointer);
 // Checks every allocation's guard bytes; reports the first one written out of bounds.
 DKEMU_API int dkemu_check_memory(void);
 DKEMU_API void dkemu_get_stats(dkemu_stats* stats);
+// Encodes a tiled tensor map for the TMA twins into the 128 bytes at `tensor_map` (the
+// emulator's cuTensorMapEncodeTiled): dims in elements innermost first, strides in bytes for
+// dims 1..rank-1, box extents, swizzle 0/32/64/128 bytes.
+DKEMU_API int dkemu_tensor_map_encode(void* tensor_map, uint32_t elem_bytes, uint32_t rank, uint64_t global, const uint64_t* dims,
+                                      const uint64_t* strides, const uint32_t* box, uint32_t swizzle);
 
 #ifdef __cplusplus
 }

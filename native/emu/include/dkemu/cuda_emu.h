@@ -55,6 +55,10 @@ DKEMU_VEC4(uchar4, unsigned char, 4)
 #undef DKEMU_VEC2
 #undef DKEMU_VEC4
 
+// The TMA descriptor type of <cuda.h> (128 opaque bytes, 64-byte aligned); the emulator's TMA
+// twins define its contents.
+struct __attribute__((aligned(64))) CUtensorMap { unsigned long long opaque[16]; };
+
 namespace dkemu {
 
 // What a kernel can see of the running CUDA thread and CTA (the scheduler owns the rest).
@@ -104,6 +108,37 @@ struct ShuffleLane {
   int source;
 };
 void shuffle(unsigned mask, ShuffleLane* lane, unsigned bytes, const char* kind, const char* file, int line);
+
+// ---- Hopper twins (the dk/mbarrier.cuh, dk/tma.cuh and dk/wgmma.cuh wrappers call these) ----
+
+// bar.sync id, count: the first `count` threads to arrive at named barrier `id` continue together.
+void named_barrier(unsigned id, unsigned count, const char* file, int line);
+
+// mbarrier objects live in shared memory (8 bytes); the emulator keeps their state per CTA.
+void mbar_init(void* bar, unsigned count, const char* file, int line);
+void mbar_arrive(void* bar, unsigned expect_tx_bytes, const char* file, int line);
+void mbar_expect_tx(void* bar, unsigned bytes, const char* file, int line);
+// try_wait.parity: true when the phase with this parity has completed; yields when not.
+bool mbar_try_wait_parity(void* bar, unsigned parity, const char* file, int line);
+// Blocks until the phase with this parity has completed.
+void mbar_wait_parity(void* bar, unsigned parity, const char* file, int line);
+
+// TMA: the emulator's own tensor-map encoding (dkemu_tensor_map_encode) in the 128 bytes of a
+// CUtensorMap. Loads land (and complete their bytes on the mbarrier) only when some thread waits
+// on that mbarrier or every thread is blocked; until then the destination reads as 0xFF bytes.
+void tma_load(void* smem_dst, const void* tensor_map, const int* coords, unsigned rank, void* bar, const char* file, int line);
+void tma_store(const void* tensor_map, const int* coords, unsigned rank, const void* smem_src, const char* file, int line);
+
+// A rendezvous of the `count` consecutive threads starting at linear thread `first` (a warpgroup
+// for wgmma): `compute` runs once with every participant's data, indexed from `first`.
+using GroupCompute = void (*)(void* const* data, unsigned count, void* context);
+void group_collective(unsigned first, unsigned count, const char* kind, void* data, GroupCompute compute, void* context,
+                      const char* file, int line);
+
+// Shared-memory addresses as wgmma descriptors see them: offsets into the CTA's dynamic shared
+// memory (fails for anything else).
+unsigned shared_offset(const void* p, const char* what);
+void* shared_pointer(unsigned offset);
 
 }  // namespace dkemu
 

@@ -4,6 +4,7 @@
 // checked against them when the library loads.
 #pragma once
 #include <cstddef>
+#include <cstring>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -18,10 +19,19 @@ void register_kernel(const char* name, void* fn, KernelInvoker invoke, std::vect
 
 template <class... A>
 struct KernelThunk {
+  // Each fiber copies the arguments into properly aligned locals (the caller's argument storage
+  // need not be aligned for, say, a 64-byte aligned CUtensorMap).
+  template <class T>
+  static T load(const void* p)
+  {
+    std::remove_cv_t<T> v;
+    memcpy(static_cast<void*>(&v), p, sizeof(T));
+    return v;
+  }
   template <size_t... I>
   static void call(void (*fn)(A...), void** args, std::index_sequence<I...>)
   {
-    fn(*static_cast<std::remove_cv_t<std::remove_reference_t<A>>*>(args[I])...);
+    fn(load<std::remove_reference_t<A>>(args[I])...);
   }
   static void invoke(void* fn, void** args)
   {

@@ -17,11 +17,7 @@ public sealed partial class CpuBackend : IActivationQuantizationBackend
         {
             if (input.DType == DType.Float32)
                 input.AsSpan<float>().Slice(row * k, k).CopyTo(buffer);
-            else
-            {
-                var bf = input.AsSpan<ushort>().Slice(row * k, k);
-                for (int i = 0; i < k; i++) buffer[i] = BFloat16.ToSingle(bf[i]);
-            }
+            else BFloat16.ToSingle(input.AsSpan<ushort>().Slice(row * k, k), buffer);
             for (int g = 0; g < groups; g++)
             {
                 int start = g * ActivationQuantization.GroupSize;

@@ -23,8 +23,22 @@ public sealed partial class CpuBackend : IMlaDecodeBackend
 
     int IMlaDecodeBackend.MlaWorkers => MaxThreads;
 
+    // One workspace per thread, reused across calls and layers while the shape fits.
+    [ThreadStatic]
+    private static MlaWorkspace? t_mlaWorkspace;
+
+    private static MlaWorkspace RentMlaWorkspace(int rows, int pageSize)
+    {
+        var ws = t_mlaWorkspace;
+        if (ws is null || ws.Rows < rows || ws.PageSize < pageSize)
+            t_mlaWorkspace = ws = new MlaWorkspace(Math.Max(rows, ws?.Rows ?? 0), Math.Max(pageSize, ws?.PageSize ?? 0));
+        return ws;
+    }
+
     private sealed class MlaWorkspace(int rows, int pageSize)
     {
+        public readonly int Rows = rows;
+        public readonly int PageSize = pageSize;
         public readonly float[] Q = new float[rows * LatentCacheFormat.HeadDim];
         public readonly float[] K = new float[pageSize * LatentCacheFormat.HeadDim];
         public readonly float[] S = new float[rows * pageSize];
@@ -57,12 +71,11 @@ public sealed partial class CpuBackend : IMlaDecodeBackend
         float[] partialOut = splitChunks == 0 ? [] : new float[(long)splitChunks * perChunk * Lat];
         float[] partialLse = new float[splitChunks * perChunk];
 
-        Parallel.For(0, (long)chunks * groups, ParallelOptions, () => new MlaWorkspace(rows, a.PageSize), (item, _, ws) =>
+        Parallel.For(0, chunks * groups, ParallelOptions, item =>
         {
-            int c = (int)(item / groups), g = (int)(item % groups);
-            MlaChunk(a, ws, c, g * heads, heads, slot[c], partialOut, partialLse);
-            return ws;
-        }, _ => { });
+            int c = item / groups, g = item % groups;
+            MlaChunk(a, RentMlaWorkspace(rows, a.PageSize), c, g * heads, heads, slot[c], partialOut, partialLse);
+        });
 
         // Empty sequences (no chunk) and the merge of split sequences.
         Parallel.For(0, a.Batch, ParallelOptions, b =>
@@ -147,9 +160,9 @@ public sealed partial class CpuBackend : IMlaDecodeBackend
                 maxLimit = Math.Max(maxLimit, ws.Limit[r]);
             }
         }
-        Array.Fill(ws.M, float.NegativeInfinity);
-        Array.Clear(ws.L);
-        Array.Clear(ws.Acc);
+        ws.M.AsSpan(0, rows).Fill(float.NegativeInfinity);
+        ws.L.AsSpan(0, rows).Clear();
+        ws.Acc.AsSpan(0, rows * Lat).Clear();
         int end = Math.Min(t1, maxLimit + 1); // keys no row can see are never read
         int bytesPerToken = LatentCacheFormat.BytesPerToken(a.Layout);
         var table = a.BlockTable.AsSpan<int>();

@@ -322,6 +322,32 @@ public sealed unsafe class EmulatorDriver : ICudaDriver
             "cuLaunchKernel");
     }
 
+    /// <summary>
+    /// Encodes a tiled TMA tensor map (what cuTensorMapEncodeTiled does on the real driver) for the
+    /// emulator's TMA twins: 128 bytes to pass by value to a <c>const __grid_constant__ CUtensorMap</c>
+    /// kernel parameter. <paramref name="dims"/> are in elements, innermost first;
+    /// <paramref name="strides"/> are in bytes for dims 1..rank-1 (multiples of 16);
+    /// <paramref name="box"/> is the tile loaded per copy (1..256 per dim, inner extent a multiple of
+    /// 16 bytes); <paramref name="swizzleBytes"/> is 0, 32, 64 or 128.
+    /// </summary>
+    public byte[] EncodeTensorMap(int elementBytes, ulong global, ReadOnlySpan<ulong> dims, ReadOnlySpan<ulong> strides, ReadOnlySpan<uint> box, int swizzleBytes)
+    {
+        if (dims.Length is < 1 or > 5) throw new ArgumentException($"Expected 1 to 5 dims, got {dims.Length}.", nameof(dims));
+        if (strides.Length != dims.Length - 1) throw new ArgumentException($"Expected {dims.Length - 1} strides, got {strides.Length}.", nameof(strides));
+        if (box.Length != dims.Length) throw new ArgumentException($"Expected {dims.Length} box extents, got {box.Length}.", nameof(box));
+        var map = new byte[128];
+        fixed (byte* m = map)
+        fixed (ulong* d = dims)
+        fixed (ulong* s = strides)
+        fixed (uint* b = box)
+        {
+            ulong dummy = 0;
+            EmulatorNative.Check(EmulatorNative.TensorMapEncode(m, (uint)elementBytes, (uint)dims.Length, global, d, strides.Length > 0 ? s : &dummy, b, (uint)swizzleBytes),
+                "cuTensorMapEncodeTiled");
+        }
+        return map;
+    }
+
     /// <summary>Checks every allocation's guard bytes now (launches do this themselves).</summary>
     public void CheckMemory() => EmulatorNative.Check(EmulatorNative.CheckMemory(), "dkemu_check_memory");
 

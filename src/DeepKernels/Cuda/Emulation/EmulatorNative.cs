@@ -93,6 +93,9 @@ internal static unsafe partial class EmulatorNative
     [LibraryImport(EmulatorLibrary.Name, EntryPoint = "dkemu_get_stats")]
     internal static partial void GetStats(Stats* stats);
 
+    [LibraryImport(EmulatorLibrary.Name, EntryPoint = "dkemu_tensor_map_encode")]
+    internal static partial int TensorMapEncode(byte* tensorMap, uint elementBytes, uint rank, ulong global, ulong* dims, ulong* strides, uint* box, uint swizzle);
+
     /// <summary>The CUresult name for the codes the emulator returns.</summary>
     internal static string ErrorName(int code) => code switch
     {

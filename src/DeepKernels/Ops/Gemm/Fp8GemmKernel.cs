@@ -40,13 +40,24 @@ internal unsafe struct Fp8GemmProblem
 /// <para>
 /// Scheme: A rows are decoded once per call into FP32 (unscaled E4M3 values, K padded with zeros
 /// to a multiple of 128). B is processed in panels of <see cref="PanelRows"/> rows that lie inside
-/// one 128-row scale block; for every 128-wide K block the panel is decoded into a small FP32
-/// buffer (an L1-resident 8 KiB tile) and multiplied with 4x3 / 4x1 / 1x4 register-blocked FMA
-/// microkernels. Each K block's partial sums stay in registers and are then folded into per-(m, n)
-/// FP32 vector accumulators with the combined scale sa[m, kb] * sb[n / 128, kb] (the promotion);
-/// lanes are summed once at the end. With small M (decode) every FP8 weight row is streamed
-/// from memory exactly once and decoded on the fly; with large M (prefill) each decoded panel
-/// block is reused by up to <see cref="RowsPerPass"/> rows. Panels are spread over threads.
+/// one 128-row scale block; panels are spread over threads. For every 128-wide K block the panel
+/// is decoded into a small FP32 buffer (an L1-resident 8 KiB tile) and multiplied with 4x3 / 4x1 /
+/// 1x4 register-blocked FMA microkernels (AVX2 + FMA; AVX-512 machines run the same 256-bit code).
+/// Each K block's partial sums stay in registers and are then folded into per-(m, n) FP32 vector
+/// accumulators with the combined scale sa[m, kb] * sb[n / 128, kb] (the promotion); lanes are
+/// summed once at the end.
+/// </para>
+/// <para>
+/// Decode (small M): every FP8 weight row is streamed from memory exactly once (with software
+/// prefetch, as 16 rows are read interleaved); for a single A row, groups of four weight rows are
+/// decoded in registers straight into the FMAs. Prefill (large M): each decoded panel block is
+/// reused by up to <see cref="RowsPerPass"/> A rows, so decoding costs ~1/256 of the FMAs.
+/// </para>
+/// <para>
+/// Decoding: blocks of 128 codes without NaN or non-zero subnormal codes (the common case for
+/// real weights) use shift/mask/multiply-by-2^120; other blocks use an exact integer decode with
+/// a permute for subnormals and a blend for NaN, so NaN inputs give NaN outputs and no FP32
+/// subnormal arithmetic (slow on some CPUs) is ever executed.
 /// </para>
 /// </summary>
 internal static unsafe class Fp8GemmKernel
@@ -55,7 +66,7 @@ internal static unsafe class Fp8GemmKernel
     public const int PanelRows = 16;
 
     /// <summary>A rows whose accumulators are live at once for one panel.</summary>
-    public const int RowsPerPass = 64;
+    public const int RowsPerPass = 256;
 
     /// <summary>A rows decoded to FP32 at a time (bounds the temporary memory).</summary>
     public const int RowsPerChunk = 256;
@@ -160,8 +171,15 @@ internal static unsafe class Fp8GemmKernel
                 new Span<float>(s.Acc, passRows * PanelRows * 8).Clear();
                 for (int kb = 0; kb < kBlocks; kb++)
                 {
-                    DecodePanelBlock(p, n0, panelRows, kb, s.B);
                     float sb = p.ScaleB[nb * p.ScaleBStride + kb];
+                    if (passRows == 1 && (kb + 1) * Kb <= p.K)
+                    {
+                        // Single-row decode: FP8 weights go straight from memory into FMAs.
+                        RunSingleRowBlock(p, af + (long)pass0 * kPadded + kb * Kb, n0, panelRows, kb,
+                            p.ScaleA[(c0 + pass0) * p.ScaleAStride + kb] * sb, s);
+                        continue;
+                    }
+                    DecodePanelBlock(p, n0, panelRows, kb, s.B);
                     for (int r = 0; r < passRows; r++)
                         s.RowScale[r] = p.ScaleA[(c0 + pass0 + r) * p.ScaleAStride + kb] * sb;
                     float* aBlock = af + (long)pass0 * kPadded + kb * Kb;
@@ -185,6 +203,57 @@ internal static unsafe class Fp8GemmKernel
                 Store(p, c0 + pass0, passRows, n0, panelRows, s.Acc);
             }
         }
+    }
+
+    /// <summary>
+    /// One A row against a panel for one full 128-K block: groups of 4 plain B rows are decoded in
+    /// registers and multiplied at once (no FP32 staging); other groups go through the buffer.
+    /// </summary>
+    private static void RunSingleRowBlock(in Fp8GemmProblem p, float* a, int n0, int panelRows, int kb, float scale, Scratch s)
+    {
+        long k0 = (long)kb * Kb;
+        bool decoded = false;
+        for (int j = 0; j < PanelRows; j += 4)
+        {
+            if (j >= panelRows) break;
+            byte* b0 = p.B + (n0 + j) * p.Ldb + k0;
+            if (j + 4 <= panelRows && Float8E4M3.IsPlain128(b0) && Float8E4M3.IsPlain128(b0 + p.Ldb)
+                && Float8E4M3.IsPlain128(b0 + 2 * p.Ldb) && Float8E4M3.IsPlain128(b0 + 3 * p.Ldb))
+            {
+                Fused1x4(a, b0, p.Ldb, s.Acc + j * 8, scale);
+            }
+            else
+            {
+                if (!decoded) DecodePanelBlock(p, n0, panelRows, kb, s.B);
+                decoded = true;
+                Kernel1x4(a, s.B + j * Kb, s.Acc + j * 8, scale);
+            }
+        }
+    }
+
+    /// <summary>1 A row x 4 plain FP8 B rows over one 128-K block, decoding B in registers.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Fused1x4(float* a, byte* b, long ldb, float* acc, float scale)
+    {
+        Vector256<float> c0 = default, c1 = default, c2 = default, c3 = default;
+        byte* b1 = b + ldb, b2 = b1 + ldb, b3 = b2 + ldb;
+        Sse.Prefetch0(b + PrefetchDistance);
+        Sse.Prefetch0(b1 + PrefetchDistance);
+        Sse.Prefetch0(b2 + PrefetchDistance);
+        Sse.Prefetch0(b3 + PrefetchDistance);
+        Sse.Prefetch0(b + PrefetchDistance + 64);
+        Sse.Prefetch0(b1 + PrefetchDistance + 64);
+        Sse.Prefetch0(b2 + PrefetchDistance + 64);
+        Sse.Prefetch0(b3 + PrefetchDistance + 64);
+        for (int k = 0; k < Kb; k += 8)
+        {
+            var x = Avx.LoadVector256(a + k);
+            c0 = Fma.MultiplyAdd(x, Float8E4M3.DecodeVectorNoNaN(Avx2.ConvertToVector256Int32((sbyte*)(b + k))), c0);
+            c1 = Fma.MultiplyAdd(x, Float8E4M3.DecodeVectorNoNaN(Avx2.ConvertToVector256Int32((sbyte*)(b1 + k))), c1);
+            c2 = Fma.MultiplyAdd(x, Float8E4M3.DecodeVectorNoNaN(Avx2.ConvertToVector256Int32((sbyte*)(b2 + k))), c2);
+            c3 = Fma.MultiplyAdd(x, Float8E4M3.DecodeVectorNoNaN(Avx2.ConvertToVector256Int32((sbyte*)(b3 + k))), c3);
+        }
+        Promote(acc, c0, scale); Promote(acc + 8, c1, scale); Promote(acc + 16, c2, scale); Promote(acc + 24, c3, scale);
     }
 
     /// <summary>Decodes B[n0 .. n0+rows, kb*128 .. +128] to FP32 (unscaled), zero-padding rows and K.</summary>
@@ -309,7 +378,7 @@ internal static unsafe class Fp8GemmKernel
     }
 
     /// <summary>Portable fallback with the same numerics (per-block partials, promoted in FP32).</summary>
-    private static void RunScalar(in Fp8GemmProblem p, int m0, int m1)
+    internal static void RunScalar(in Fp8GemmProblem p, int m0, int m1)
     {
         var table = Float8E4M3.DecodedValues;
         for (int m = m0; m < m1; m++)

@@ -63,6 +63,34 @@ public static class MoeFeedForward
         impl.MoeForward(new MoeLayerArgs(weights, x, (int)t, expertIds, routingWeights, workspace, output));
     }
 
+    /// <summary>
+    /// Routes and runs the layer in one call: the gate (<see cref="MoeRouter.MoeRouting"/>) turns
+    /// <paramref name="logits"/> [T, E] (Float32/BFloat16, plus the optional FP32
+    /// <paramref name="bias"/> [E]) into ids and weights held in the workspace, then
+    /// <see cref="Forward(Backend, MoeLayerWeights, TensorView, TensorView, TensorView, MoeWorkspace, TensorView)"/> runs.
+    /// The router's TopK and expert count must match the layer's.
+    /// </summary>
+    public static void Forward(Backend backend, MoeLayerWeights weights, MoeRouter.MoeRouterConfig router, TensorView logits, TensorView? bias, TensorView x, MoeWorkspace workspace, TensorView output)
+    {
+        ArgumentNullException.ThrowIfNull(weights);
+        ArgumentNullException.ThrowIfNull(router);
+        ArgumentNullException.ThrowIfNull(workspace);
+        ObjectDisposedException.ThrowIf(workspace.IsDisposed, workspace);
+        var config = weights.Config;
+        if (router.TopK != config.TopK)
+            throw new ArgumentException($"Expected the router's TopK to equal the layer's {config.TopK}, got {router.TopK}.", nameof(router));
+        Guard.Rank(logits, 2, nameof(logits));
+        if (logits.Dim(1) != config.NumExperts)
+            throw new ArgumentException($"Expected logits of shape [T, {config.NumExperts}], got {logits}.", nameof(logits));
+        long t = logits.Dim(0);
+        if (t < 1 || t > workspace.MaxTokens)
+            throw new ArgumentException($"Expected 1..{workspace.MaxTokens} tokens (the workspace's MaxTokens), got logits {logits}.", nameof(logits));
+        var ids = workspace.RoutedIds.SliceRows(0, t);
+        var routed = workspace.RoutedWeights.SliceRows(0, t);
+        MoeRouter.MoeRouting.Route(backend, logits, bias, router, ids, routed);
+        Forward(backend, weights, x, ids, routed, workspace, output);
+    }
+
     /// <summary>Floating-point operations of one call: routed and shared GEMMs, 2 flops per multiply-add.</summary>
     public static double Flops(MoeLayerConfig config, int tokens)
     {

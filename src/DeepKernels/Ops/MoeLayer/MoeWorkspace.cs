@@ -40,6 +40,8 @@ public sealed class MoeWorkspace : IDisposable
             HiddenScales = Add(DType.Float32, Capacity, ib);
             Down = Add(DType.Float32, Capacity, h);
             SharedMaskedM = Add(DType.Int32, 1);
+            RoutedIds = Add(DType.Int32, maxTokens, config.TopK);
+            RoutedWeights = Add(DType.Float32, maxTokens, config.TopK);
             if (s > 0)
             {
                 SharedGateUp = Add(DType.Float32, maxTokens, 2L * s);
@@ -103,6 +105,8 @@ public sealed class MoeWorkspace : IDisposable
     internal TensorView HiddenScales { get; }
     internal TensorView Down { get; }
     internal TensorView SharedMaskedM { get; }
+    internal TensorView RoutedIds { get; }
+    internal TensorView RoutedWeights { get; }
     internal TensorView SharedGateUp { get; }
     internal TensorView SharedHiddenQ { get; }
     internal TensorView SharedHiddenScales { get; }

@@ -1,0 +1,113 @@
+using System.Diagnostics;
+using DeepKernels.Backends;
+using DeepKernels.Backends.Cpu;
+using DeepKernels.Formats;
+using DeepKernels.Ops.Gemm;
+using DeepKernels.Tensors;
+using static DeepKernels.Tests.Cuda.Kernels.KernelTestData;
+
+namespace DeepKernels.Tests.Cuda.Kernels;
+
+/// <summary>The portable CUDA FP8 GEMM (dk_fp8_gemm) against the CPU backend on the same inputs.</summary>
+[Category("Cuda")]
+public class CudaFp8GemmTests
+{
+    private sealed record Inputs(int M, int N, int K, byte[] A, float[] Sa, byte[] B, float[] Sb, float[] D0);
+
+    private static Inputs Make(int m, int n, int k, int seed)
+    {
+        var rng = new Random(seed);
+        int kb = Fp8Gemm.BlockCount(k), nb = Fp8Gemm.BlockCount(n);
+        return new Inputs(m, n, k, Fp8Codes(m * k, rng), Scales(m * kb, rng), Fp8Codes(n * k, rng), Scales(nb * kb, rng), Gaussian(m * n, rng));
+    }
+
+    private static float[] Run(Backend backend, Inputs x, DType output, bool accumulate, DType scaleType = DType.Float32)
+    {
+        int kb = Fp8Gemm.BlockCount(x.K), nb = Fp8Gemm.BlockCount(x.N);
+        using var a = Put(backend, x.A, DType.Float8E4M3, x.M, x.K);
+        using var b = Put(backend, x.B, DType.Float8E4M3, x.N, x.K);
+        using var sa = scaleType == DType.Float32
+            ? Put(backend, x.Sa, DType.Float32, x.M, kb)
+            : Put(backend, x.Sa.Select(UE8M0.FromSingleRoundUp).ToArray(), DType.UE8M0, x.M, kb);
+        using var sb = scaleType == DType.Float32
+            ? Put(backend, x.Sb, DType.Float32, nb, kb)
+            : Put(backend, x.Sb.Select(UE8M0.FromSingleRoundUp).ToArray(), DType.UE8M0, nb, kb);
+        using var d = output == DType.Float32 ? Put(backend, x.D0, DType.Float32, x.M, x.N) : backend.Allocate(DType.BFloat16, x.M, x.N);
+        Fp8Gemm.Run(backend, a, sa, b, sb, d, new Fp8GemmOptions { Accumulate = accumulate });
+        backend.Synchronize();
+        return ReadFloats(backend, d);
+    }
+
+    private static void Compare(Inputs x, DType output, bool accumulate, DType scaleType = DType.Float32)
+    {
+        var cuda = CudaTestBackends.Get();
+        var expected = Run(CpuBackend.Default, x, output, accumulate, scaleType);
+        var actual = Run(cuda, x, output, accumulate, scaleType);
+        AssertAllFinite(actual, "D");
+        double diff = CalcDiff(actual, expected);
+        // The spec bound is 1e-3; both sides accumulate exact FP8 products in FP32 per 128-K
+        // block, so anything but rounding noise (BF16 output: 2^-9) is a bug.
+        Assert.That(diff, Is.LessThan(output == DType.Float32 ? 1e-6 : 1e-4), $"calc_diff M={x.M} N={x.N} K={x.K} {output} accumulate={accumulate}");
+    }
+
+    [Test]
+    [Combinatorial]
+    public void MatchesCpu(
+        [Values(1, 7, 64, 129)] int m,
+        [Values(0, 1, 2)] int shape,
+        [Values(DType.Float32, DType.BFloat16)] DType output)
+    {
+        var (n, k) = shape switch { 0 => (128, 256), 1 => (200, 384), _ => (256, 512) };
+        Compare(Make(m, n, k, m * 31 + shape), output, false);
+    }
+
+    [TestCase(7, 200, 384)]
+    [TestCase(129, 130, 144)]
+    public void AccumulatesIntoFp32Output(int m, int n, int k) => Compare(Make(m, n, k, 5), DType.Float32, true);
+
+    [TestCase(33, 150, 272)]
+    public void Ue8m0ScalesMatchCpu(int m, int n, int k) => Compare(Make(m, n, k, 9), DType.Float32, false, DType.UE8M0);
+
+    [Test]
+    public void KNotAMultipleOf16IsRejectedBeforeLaunch()
+    {
+        var cuda = CudaTestBackends.Get();
+        const int m = 4, n = 8, k = 100;
+        using var a = cuda.Allocate(DType.Float8E4M3, m, k);
+        using var b = cuda.Allocate(DType.Float8E4M3, n, k);
+        using var sa = cuda.Allocate(DType.Float32, m, 1);
+        using var sb = cuda.Allocate(DType.Float32, 1, 1);
+        using var d = cuda.Allocate(DType.Float32, m, n);
+        var e = Assert.Throws<ArgumentException>(() => Fp8Gemm.Run(cuda, a, sa, b, sb, d));
+        Assert.That(e!.Message, Does.Contain("multiple of 16").And.Contain("K = 100"));
+    }
+
+    [Test]
+    public void MisalignedOperandIsRejectedBeforeLaunch()
+    {
+        var cuda = CudaTestBackends.Get();
+        const int m = 4, n = 8, k = 128;
+        using var storage = cuda.Allocate(DType.Float8E4M3, m * k + 16);
+        var a = new TensorView(storage.View.Data + 8, DType.Float8E4M3, MemoryLocation.Device, m, k);
+        using var b = cuda.Allocate(DType.Float8E4M3, n, k);
+        using var sa = cuda.Allocate(DType.Float32, m, 1);
+        using var sb = cuda.Allocate(DType.Float32, 1, 1);
+        using var d = cuda.Allocate(DType.Float32, m, n);
+        var e = Assert.Throws<ArgumentException>(() => Fp8Gemm.Run(cuda, a, sa, b, sb, d));
+        Assert.That(e!.Message, Does.Contain("16-byte aligned"));
+    }
+
+    /// <summary>Issue 8's budget: one 128x128 output tile with K = 512 in under 2 s (emulator, one core).</summary>
+    [Test]
+    public void OneTileWithK512IsFastEnough()
+    {
+        var cuda = CudaTestBackends.Get();
+        var x = Make(128, 128, 512, 77);
+        Run(cuda, x, DType.Float32, false); // warm-up (module, allocations)
+        var watch = Stopwatch.StartNew();
+        Run(cuda, x, DType.Float32, false);
+        watch.Stop();
+        TestContext.Out.WriteLine($"dk_fp8_gemm 128x128x512 on {cuda.Name}: {watch.Elapsed.TotalMilliseconds:F1} ms");
+        Assert.That(watch.Elapsed.TotalSeconds, Is.LessThan(2.0));
+    }
+}

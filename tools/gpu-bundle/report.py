@@ -1,0 +1,112 @@
+#!/usr/bin/env python3
+"""Writes report.json and report.md for verify.sh from the step table and the artifacts in OUTDIR.
+
+usage: report.py OUTDIR GPU_NAME DRY_RUN(0|1) ELAPSED_SECONDS
+"""
+import json
+import os
+import re
+import sys
+
+
+def load_json(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def trx_counters(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError:
+        return None
+    m = re.search(r"<Counters ([^>]*)/?>", text)
+    if not m:
+        return None
+    counters = {k: int(v) for k, v in re.findall(r'(\w+)="(\d+)"', m.group(1))}
+    failed = [name for name, outcome in re.findall(r'<UnitTestResult [^>]*testName="([^"]*)"[^>]*outcome="(\w+)"', text) if outcome == "Failed"]
+    return {
+        "total": counters.get("total", 0),
+        "passed": counters.get("passed", 0),
+        "failed": counters.get("failed", 0) + counters.get("error", 0) + counters.get("timeout", 0) + counters.get("aborted", 0),
+        "skipped": counters.get("notExecuted", 0) + counters.get("inconclusive", 0),
+        "failed_tests": failed,
+    }
+
+
+def match_peer(peer, results):
+    """Our result whose shape agrees with the peer's on every key they share (at least two)."""
+    for r in results:
+        shared = set(peer.get("shape", {})) & set(r.get("shape", {}))
+        if len(shared) >= 2 and all(peer["shape"][k] == r["shape"][k] for k in shared) and peer.get("kind") == r.get("op", "").split("-")[0]:
+            return r
+    return None
+
+
+def main(argv):
+    if len(argv) != 5:
+        raise SystemExit(__doc__)
+    out, gpu, dry, elapsed = argv[1], argv[2], argv[3] == "1", int(argv[4])
+    steps = []
+    with open(os.path.join(out, "steps.tsv"), encoding="utf-8") as f:
+        for line in f:
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) == 4:
+                steps.append({"name": parts[0], "status": parts[1], "seconds": int(parts[2]), "detail": parts[3]})
+    here = os.path.dirname(os.path.abspath(__file__))
+    bench = load_json(os.path.join(out, "bench-cuda.json"))
+    peers = load_json(os.path.join(out, "peers.json"))
+    results = (bench or {}).get("results", [])
+    comparisons = []
+    for p in (peers or {}).get("results", []):
+        ours = match_peer(p, results)
+        comparisons.append({
+            "peer": p.get("name"), "peer_tflops": p.get("tflops"), "peer_gbps": p.get("gbps"),
+            "ours": ours.get("name") if ours else None,
+            "ours_tflops": ours["gflops"] / 1000 if ours else None,
+            "ours_gbps": ours.get("gbps") if ours else None,
+            "ratio": (ours["medianMs"] and p.get("median_ms") / ours["medianMs"]) if ours and p.get("median_ms") else None,
+        })
+    report = {
+        "schema": "deepkernels-gpu-report/1",
+        "gpu": gpu,
+        "dry_run": dry,
+        "elapsed_seconds": elapsed,
+        "bundle": load_json(os.path.join(here, "manifest.json")),
+        "steps": steps,
+        "cuda_tests": trx_counters(os.path.join(out, "cuda-tests.trx")),
+        "bench": bench,
+        "peers": peers,
+        "comparisons": comparisons,
+        "profile": load_json(os.path.join(out, "profile.json")),
+    }
+    with open(os.path.join(out, "report.json"), "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=2)
+
+    md = [f"# DeepKernels GPU verification", "", f"GPU: **{gpu}**{' (dry run)' if dry else ''}; {elapsed} s in all.", ""]
+    md += ["| step | status | seconds | detail |", "|---|---|---:|---|"]
+    md += [f"| {s['name']} | {s['status']} | {s['seconds']} | {s['detail']} |" for s in steps]
+    t = report["cuda_tests"]
+    if t:
+        md += ["", f"CUDA tests: {t['passed']} passed, {t['failed']} failed, {t['skipped']} skipped."]
+        md += [f"- failed: `{name}`" for name in t["failed_tests"]]
+    if results:
+        md += ["", "## Benchmarks (CUDA events, L2 flushed, median)", "", "| case | ms | TFLOP/s | GB/s | % compute peak | % memory peak |", "|---|---:|---:|---:|---:|---:|"]
+        for r in results:
+            pc = "-" if r.get("percentComputePeak") is None else f"{r['percentComputePeak']:.1f}"
+            pm = "-" if r.get("percentMemoryPeak") is None else f"{r['percentMemoryPeak']:.1f}"
+            md.append(f"| {r['name']} | {r['medianMs']:.4f} | {r['gflops'] / 1000:.2f} | {r['gbps']:.0f} | {pc} | {pm} |")
+    if comparisons:
+        md += ["", "## Peers (PyTorch, same run)", "", "| peer | TFLOP/s | GB/s | ours | TFLOP/s | peer time / our time |", "|---|---:|---:|---|---:|---:|"]
+        for c in comparisons:
+            fmt = lambda v, p=2: "-" if v is None else f"{v:.{p}f}"
+            md.append(f"| {c['peer']} | {fmt(c['peer_tflops'])} | {fmt(c['peer_gbps'], 0)} | {c['ours'] or '-'} | {fmt(c['ours_tflops'])} | {fmt(c['ratio'])} |")
+    with open(os.path.join(out, "report.md"), "w", encoding="utf-8") as f:
+        f.write("\n".join(md) + "\n")
+
+
+if __name__ == "__main__":
+    main(sys.argv)

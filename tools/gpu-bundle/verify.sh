@@ -1,0 +1,209 @@
+#!/usr/bin/env bash
+# DeepKernels GPU verification: run on a Linux GPU host that has nvcc, CMake and optionally
+# PyTorch, but no .NET and no network. Everything else is in this folder (see make-bundle.sh).
+#
+#   bash verify.sh OUTDIR [--dry-run] [--skip-peers] [--skip-sanitizer] [--skip-bench] [--work DIR]
+#
+# Steps (progress is printed as it goes; each step is timed and recorded):
+#   1 unpack     the .NET runtime, the managed build and the native sources; run `deepkernels info`
+#   2 gpu        detect the GPU (nvidia-smi)
+#   3 native     build the fatbin for this GPU with CMake + nvcc (sm_90a on Hopper when nvcc >= 12.3),
+#                then `deepkernels profile` on it
+#   4 tests      the [Category("Cuda")] tests through vstest.console (results: cuda-tests.trx)
+#   5 bench      `deepkernels bench --backend cuda` for every op at its anchor shapes
+#   6 peers      PyTorch peers (torch._scaled_mm, matmul, _grouped_mm, SDPA) when torch sees the GPU
+#   7 sanitizer  compute-sanitizer memcheck on the smallest case of every op
+#   8 report     report.json + report.md in OUTDIR
+# --dry-run does 1, 2 and 8 only, reporting the GPU steps as skipped, plus a "runner" step that runs
+# one CPU test through the bundled vstest.console (used by CI without a GPU; also done when no GPU is found).
+# Exit codes: 0 ok; 1 a CUDA test failed or a step that must work did not; 2 bad usage;
+# 3 no usable GPU (not a dry run), so nothing was verified.
+set -uo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+START=$(date +%s)
+
+usage() { sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+OUT=""; WORK=""; DRY=0; SKIP_PEERS=0; SKIP_SAN=0; SKIP_BENCH=0
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --dry-run) DRY=1 ;;
+    --skip-peers) SKIP_PEERS=1 ;;
+    --skip-sanitizer) SKIP_SAN=1 ;;
+    --skip-bench) SKIP_BENCH=1 ;;
+    --work) [[ $# -ge 2 ]] || { echo "verify.sh: --work needs a directory" >&2; exit 2; }; WORK="$2"; shift ;;
+    -h|--help) usage; exit 0 ;;
+    -*) echo "verify.sh: unknown option '$1'" >&2; usage >&2; exit 2 ;;
+    *) [[ -z "$OUT" ]] || { echo "verify.sh: more than one OUTDIR given ('$OUT', '$1')" >&2; exit 2; }; OUT="$1" ;;
+  esac
+  shift
+done
+[[ -n "$OUT" ]] || { echo "verify.sh: OUTDIR is required" >&2; usage >&2; exit 2; }
+mkdir -p "$OUT" || { echo "verify.sh: cannot create '$OUT'" >&2; exit 2; }
+OUT="$(cd "$OUT" && pwd)"
+WORK="${WORK:-$OUT/work}"
+mkdir -p "$WORK"; WORK="$(cd "$WORK" && pwd)"
+STEPS="$OUT/steps.tsv"
+: > "$STEPS"
+FAILED=0
+T0=$START
+
+begin() { T0=$(date +%s); echo "[verify $(( T0 - START ))s] $1: $2"; }
+# record NAME STATUS DETAIL   (STATUS: ok | failed | skipped)
+record() {
+  local now; now=$(date +%s)
+  local detail="${3//$'\t'/ }"; detail="${detail//$'\n'/ }"
+  printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$(( now - T0 ))" "$detail" >> "$STEPS"
+  echo "[verify $(( now - START ))s] $1: $2${3:+ - $3}"
+}
+
+archive() {  # archive BASENAME -> path of BASENAME.tar.{xz,gz,zst}
+  local e; for e in tar.xz tar.gz tar.zst; do [[ -f "$HERE/$1.$e" ]] && { echo "$HERE/$1.$e"; return 0; }; done
+  return 1
+}
+unpack() {  # unpack ARCHIVE DEST
+  case "$1" in
+    *.tar.xz) tar -C "$2" -xJf "$1" ;;
+    *.tar.gz) tar -C "$2" -xzf "$1" ;;
+    *.tar.zst) zstd -dc "$1" | tar -C "$2" -xf - ;;
+  esac
+}
+
+# ---- 1 unpack --------------------------------------------------------------------------------
+begin unpack "runtime, managed build and native sources into $WORK"
+ok=1; msg=""
+for part in runtime app src; do
+  a="$(archive "$part")" || { ok=0; msg="$part archive missing from $HERE"; break; }
+  rm -rf "${WORK:?}/$( [[ $part == runtime ]] && echo dotnet || echo "$part")"
+  unpack "$a" "$WORK" || { ok=0; msg="could not unpack $a"; break; }
+done
+export DOTNET_ROOT="$WORK/dotnet" PATH="$WORK/dotnet:$PATH" DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
+DOTNET="$WORK/dotnet/dotnet"
+CLI=("$DOTNET" "$WORK/app/DeepKernels.Cli.dll")
+if [[ $ok == 1 ]]; then
+  if "${CLI[@]}" info > "$OUT/info.txt" 2>&1; then
+    msg="$(head -n 1 "$OUT/info.txt")"
+  else
+    ok=0; msg="deepkernels info failed with the bundled runtime (see info.txt)"
+  fi
+fi
+if [[ $ok == 1 ]]; then record unpack ok "$msg"; else record unpack failed "$msg"; FAILED=1; fi
+
+# ---- 2 gpu -------------------------------------------------------------------------------------
+begin gpu "detecting the GPU"
+GPU=""; CC=""; NO_GPU_REASON=""
+if [[ $DRY == 1 ]]; then NO_GPU_REASON="dry run"
+elif [[ $ok == 0 ]]; then NO_GPU_REASON="unpack failed"
+elif ! command -v nvidia-smi >/dev/null 2>&1; then NO_GPU_REASON="nvidia-smi not found"
+else
+  line="$(nvidia-smi --query-gpu=name,compute_cap --format=csv,noheader 2>/dev/null | head -n 1)"
+  if [[ -z "$line" ]]; then NO_GPU_REASON="nvidia-smi lists no GPU"
+  else GPU="${line%%,*}"; CC="$(echo "${line##*,}" | tr -d ' ')"; fi
+fi
+if [[ -n "$GPU" ]]; then record gpu ok "$GPU (compute capability $CC)"; else record gpu skipped "$NO_GPU_REASON"; fi
+
+skip_gpu_steps() {
+  local s; for s in native tests bench peers sanitizer; do T0=$(date +%s); record "$s" skipped "$1"; done
+}
+
+if [[ -z "$GPU" ]]; then
+  skip_gpu_steps "no GPU step: $NO_GPU_REASON"
+  if [[ $ok == 1 ]]; then
+    # Without a GPU, still prove that the bundled runtime runs NUnit tests through vstest.console.
+    begin runner "vstest.console on the bundled runtime (one CPU test)"
+    if timeout 120 "$DOTNET" "$WORK/app/vstest/vstest.console.dll" "$WORK/app/DeepKernels.Tests.dll" \
+         --TestCaseFilter:"FullyQualifiedName~BenchHarnessTests.MedianOfOddAndEvenCounts" > "$OUT/runner-check.log" 2>&1 \
+       && grep -q 'Passed!' "$OUT/runner-check.log"; then
+      record runner ok "$(grep -E 'Passed!' "$OUT/runner-check.log" | tail -n 1 | sed 's/ - .*//')"
+    else
+      record runner failed "vstest.console could not run a test (see runner-check.log)"; FAILED=1
+    fi
+  fi
+else
+  # ---- 3 native --------------------------------------------------------------------------------
+  begin native "building the fatbin with CMake + nvcc"
+  NVCC="$(command -v nvcc || true)"; [[ -z "$NVCC" && -x /usr/local/cuda/bin/nvcc ]] && NVCC=/usr/local/cuda/bin/nvcc
+  FATBIN="$WORK/build/deepkernels.fatbin"
+  if [[ -z "$NVCC" ]] || ! command -v cmake >/dev/null 2>&1; then
+    record native failed "nvcc or cmake not found"; FAILED=1
+  elif cmake -S "$WORK/src/native" -B "$WORK/build" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_COMPILER="$NVCC" -DDEEPKERNELS_EMULATOR=OFF > "$OUT/native-build.log" 2>&1 \
+       && cmake --build "$WORK/build" -j"$(nproc)" >> "$OUT/native-build.log" 2>&1 && [[ -f "$FATBIN" ]]; then
+    archs="$(command -v cuobjdump >/dev/null && cuobjdump --list-elf "$FATBIN" 2>/dev/null | grep -o 'sm_[0-9]*a\?' | sort -u | tr '\n' ' ')"
+    export DEEPKERNELS_FATBIN="$FATBIN"
+    note=""
+    if [[ "$CC" == 9.0 && "$archs" != *sm_90a* ]]; then note=" (no sm_90a: nvcc older than 12.3?)"; fi
+    record native ok "$("$NVCC" --version | grep -o 'release [0-9.]*'); SASS: ${archs:-unknown}$note"
+    "${CLI[@]}" profile --fatbin "$FATBIN" --report "$WORK/build/resource-report.json" --json > "$OUT/profile.json" 2>>"$OUT/native-build.log" || true
+    "${CLI[@]}" profile --fatbin "$FATBIN" --report "$WORK/build/resource-report.json" > "$OUT/profile.txt" 2>&1 || true
+  else
+    record native failed "build failed (see native-build.log)"; FAILED=1
+  fi
+
+  # ---- 4 tests ---------------------------------------------------------------------------------
+  begin tests "CUDA test category"
+  if timeout 300 "$DOTNET" "$WORK/app/vstest/vstest.console.dll" "$WORK/app/DeepKernels.Tests.dll" \
+       --TestCaseFilter:"TestCategory=Cuda" --ResultsDirectory:"$OUT" --logger:"trx;LogFileName=$OUT/cuda-tests.trx" \
+       > "$OUT/cuda-tests.log" 2>&1; then rc=0; else rc=$?; fi
+  summary="$(grep -E '(Passed|Failed)!|Total tests|No test matches' "$OUT/cuda-tests.log" | tail -n 1)"
+  if [[ $rc == 0 ]]; then record tests ok "${summary:-passed}"; else record tests failed "exit $rc: ${summary:-see cuda-tests.log}"; FAILED=1; fi
+
+  # ---- 5 bench ---------------------------------------------------------------------------------
+  if [[ $SKIP_BENCH == 1 ]]; then T0=$(date +%s); record bench skipped "--skip-bench"
+  else
+    begin bench "deepkernels bench --backend cuda (all ops)"
+    if timeout 240 "${CLI[@]}" bench --backend cuda --json "$OUT/bench-cuda.json" > "$OUT/bench-cuda.txt" 2>&1; then
+      record bench ok "$(grep -c 'M=\|b=\|T=' "$OUT/bench-cuda.txt" || true) cases"
+    else record bench failed "exit $? (see bench-cuda.txt)"; fi
+  fi
+
+  # ---- 6 peers ---------------------------------------------------------------------------------
+  if [[ $SKIP_PEERS == 1 ]]; then T0=$(date +%s); record peers skipped "--skip-peers"
+  elif ! python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' >/dev/null 2>&1; then
+    T0=$(date +%s); record peers skipped "PyTorch with CUDA is not importable"
+  else
+    begin peers "PyTorch peers"
+    if timeout 180 python3 "$HERE/peers.py" --json "$OUT/peers.json" > "$OUT/peers.txt" 2>&1; then record peers ok "$(tail -n 1 "$OUT/peers.txt")"
+    else record peers failed "exit $? (see peers.txt)"; fi
+  fi
+
+  # ---- 7 sanitizer -----------------------------------------------------------------------------
+  if [[ $SKIP_SAN == 1 ]]; then T0=$(date +%s); record sanitizer skipped "--skip-sanitizer"
+  elif ! command -v compute-sanitizer >/dev/null 2>&1; then T0=$(date +%s); record sanitizer skipped "compute-sanitizer not found"
+  else
+    begin sanitizer "compute-sanitizer memcheck, smallest case of every op"
+    bad=""; checked=""
+    for op in $("${CLI[@]}" bench --backend cuda --list 2>/dev/null | awk '{print $1}' | sort -u); do
+      checked+="$op "
+      if ! timeout 120 compute-sanitizer --tool memcheck --error-exitcode 86 "${CLI[@]}" bench --backend cuda --op "$op" --smallest --repeats 1 --warmup 0 \
+           > "$OUT/sanitizer-$op.log" 2>&1; then bad+="$op "; fi
+    done
+    if [[ -z "$bad" ]]; then record sanitizer ok "clean: ${checked:-no ops}"; else record sanitizer failed "errors in: $bad(see sanitizer-*.log)"; FAILED=1; fi
+  fi
+fi
+
+# ---- 8 report ----------------------------------------------------------------------------------
+begin report "report.json + report.md"
+T_REPORT=$T0
+if command -v python3 >/dev/null 2>&1 && python3 "$HERE/report.py" "$OUT" "${GPU:-none}" "$DRY" "$(( $(date +%s) - START ))"; then
+  T0=$T_REPORT; record report ok "$OUT/report.json"
+  python3 "$HERE/report.py" "$OUT" "${GPU:-none}" "$DRY" "$(( $(date +%s) - START ))" >/dev/null 2>&1 || true
+else
+  # Minimal report without Python: the step table only.
+  {
+    echo '{"schema":"deepkernels-gpu-report/1","python":false,"steps":['
+    first=1
+    while IFS=$'\t' read -r n s t d; do
+      d="${d//\\/\\\\}"; d="${d//\"/\\\"}"
+      [[ $first == 1 ]] || echo ','; first=0
+      printf '{"name":"%s","status":"%s","seconds":%s,"detail":"%s"}' "$n" "$s" "$t" "$d"
+    done < "$STEPS"
+    echo ']}'
+  } > "$OUT/report.json"
+  { echo "# DeepKernels GPU verification"; echo; echo "| step | status | s | detail |"; echo "|---|---|---|---|"
+    while IFS=$'\t' read -r n s t d; do echo "| $n | $s | $t | $d |"; done < "$STEPS"; } > "$OUT/report.md"
+  T0=$T_REPORT; record report ok "$OUT/report.json (no python3: steps only)"
+fi
+
+echo "[verify $(( $(date +%s) - START ))s] done: $OUT/report.md"
+if [[ $FAILED == 1 ]]; then exit 1; fi
+if [[ -z "$GPU" && $DRY == 0 ]]; then exit 3; fi
+exit 0
