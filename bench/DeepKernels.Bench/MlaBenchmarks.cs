@@ -10,7 +10,7 @@ namespace DeepKernels.Bench;
 
 /// <summary>
 /// MLA decode on the CPU backend, shapes scaled down from the GPU anchors (b = 128,
-/// seqlen 4096/8192) to fit a small CPU: b = 8, mean seqlen 1024 or 4096, fixed or variable
+/// seqlen 4096/8192) to fit a small CPU: b = 8, mean seqlen 2048, fixed or variable
 /// lengths (uniform in [mean/4, 7*mean/4]), h_q in {16, 128}, s_q in {1, 2}, BF16 and FP8 pages.
 /// Bytes = sum(seqlen) * h_kv * 576 * 2 + b * s_q * h_q * (576 + 512) * 2 and
 /// flops = s_q * sum(seqlen) * h_q * (576 + 512) * 2 (DESIGN.md). The schedule is built once in
@@ -29,8 +29,8 @@ public class MlaBenchmarks : IThroughputBenchmark
     public int B { get; set; } = 8;
 
     /// <summary>Mean cache length.</summary>
-    [Params(1024, 4096)]
-    public int MeanSeqlen { get; set; } = 1024;
+    [Params(2048)]
+    public int MeanSeqlen { get; set; } = 2048;
 
     /// <summary>Whether lengths vary around the mean.</summary>
     [Params(false, true)]

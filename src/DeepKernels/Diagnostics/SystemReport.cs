@@ -102,12 +102,12 @@ public sealed record SystemReport(RuntimeSection Runtime, CpuSection Cpu, CudaSe
             new("cpu", true, $"{Environment.ProcessorCount} threads"),
             new(driver.Name, probe.IsReady, probe.Reason),
         };
-        if (driver is not EmulatorDriver)
+        // The kernel emulator runs the same kernels on the CPU when its library was built.
+        if (driver.Name != "cuda-emu")
         {
-            // The kernel emulator runs the same kernels on the CPU; listed when its library is built.
-            backends.Add(EmulatorDriver.TryLoad(out var emulator, out string why)
-                ? new BackendSection(emulator!.Name, true, emulator.Probe().Reason)
-                : new BackendSection("cuda-emu", false, why));
+            backends.Add(EmulatorDriver.TryLoad(out var emulator, out string emulatorReason)
+                ? new BackendSection("cuda-emu", true, emulator!.Probe().Reason)
+                : new BackendSection("cuda-emu", false, emulatorReason));
         }
         return new SystemReport(runtime, cpu, cuda, kernels, backends);
     }

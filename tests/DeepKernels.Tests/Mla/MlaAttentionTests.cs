@@ -24,11 +24,11 @@ public class MlaAttentionTests
 
     // ---- float64 reference, written from the DeepSeek-V3 definitions ----
 
-    private static double[] Linear(double[] x, float[] w, int n, int k)
+    private static double[] Linear(double[] x, float[]? w, int n, int k)
     {
         var y = new double[n];
         for (int i = 0; i < n; i++)
-            for (int j = 0; j < k; j++) y[i] += w[i * k + j] * x[j];
+            for (int j = 0; j < k; j++) y[i] += w![i * k + j] * x[j];
         return y;
     }
 
@@ -133,17 +133,35 @@ public class MlaAttentionTests
                 for (int t = 0; t <= pos; t++)
                     for (int d = 0; d < 128; d++) attn[head * 128 + d] += Math.Exp(scores[t] - max) / sum * vals[t][d];
             }
-            Linear(attn, w.OProj, H, h * 128).CopyTo(y.AsSpan(i * H));
+            Linear(attn, w.OProj!, H, h * 128).CopyTo(y.AsSpan(i * H));
         }
         return y;
     }
 
-    [Test]
-    public void DecodeStepsMatchFloat64MultiHeadAttention()
+    [TestCase(false)]
+    [TestCase(true)]
+    public void DecodeStepsMatchFloat64MultiHeadAttention(bool fp8Weights)
     {
         var c = Small;
         var rng = new Random(7);
         var w = RandomWeights(c, rng);
+        var refWeights = w;
+        if (fp8Weights)
+        {
+            // FP8 block-scaled projections through Fp8Gemm; the reference uses their exact dequantized values.
+            w = w.WithFp8Projections(c);
+            refWeights = new MlaWeights
+            {
+                QAProj = w.QAProjFp8!.Dequantize(c.QLoraRank, c.HiddenSize),
+                QANorm = w.QANorm,
+                QBProj = w.QBProjFp8!.Dequantize(c.NumHeads * c.QHeadDim, c.QLoraRank),
+                KvAProj = w.KvAProjFp8!.Dequantize(576, c.HiddenSize),
+                KvANorm = w.KvANorm,
+                KvBProj = w.KvBProj,
+                OProj = w.OProjFp8!.Dequantize(c.HiddenSize, c.NumHeads * 128),
+            };
+            Assert.That(w.QBProj, Is.Null);
+        }
         var layer = new MlaAttention(c, w);
         using var cache = new PagedLatentCache(CpuBackend.Default, 8, 16);
         int[] seqs = [cache.Allocator.CreateSequence(), cache.Allocator.CreateSequence()];
@@ -154,10 +172,22 @@ public class MlaAttentionTests
             var step = MlaDecodeStep.Begin(cache.Allocator, seqs, sQ, 3);
             var output = new float[hidden.Length];
             layer.Forward(step, cache, hidden, output);
-            var expected = ReferenceStep(c, w, refSeqs, hidden, sQ);
+            var expected = ReferenceStep(c, refWeights, refSeqs, hidden, sQ);
             double diff = MlaReference.CalcDiff(output.Select(v => (double)v).ToArray(), expected);
-            Assert.That(diff, Is.LessThan(1e-5), $"s_q = {sQ}");
-            MlaReference.AssertClose(output, expected, $"step with s_q = {sQ}");
+            if (fp8Weights)
+            {
+                // Activations are quantized to FP8 (per 1x128 group) before each of the four projections,
+                // ~3.6% rms relative error each, i.e. a calc_diff of ~6.5e-4 per quantization; three
+                // sit in series (x -> q_a -> q_b, attn -> o_proj), so ~2e-3 is expected. A wrong scale or
+                // layout would give calc_diff ~ 1.
+                Assert.That(diff, Is.LessThan(5e-3), $"s_q = {sQ}");
+                Assert.That(diff, Is.GreaterThan(1e-7), "activations really are quantized");
+            }
+            else
+            {
+                Assert.That(diff, Is.LessThan(1e-5), $"s_q = {sQ}");
+                MlaReference.AssertClose(output, expected, $"step with s_q = {sQ}");
+            }
         }
         Assert.That(cache.Allocator.Length(seqs[0]), Is.EqualTo(7));
     }

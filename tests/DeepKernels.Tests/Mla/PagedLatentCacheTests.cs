@@ -118,4 +118,31 @@ public class PagedLatentCacheTests
         Assert.Throws<ArgumentException>(() => MlaCacheWrite.Write(CpuBackend.Default, cache, wrong, [0]));
         Assert.Throws<ArgumentException>(() => _ = new PagedLatentCache(CpuBackend.Default, 2, 24));
     }
+
+    [Test]
+    public void ConcurrentAppendsLandInTheirOwnSlots()
+    {
+        const int sequences = 8, rounds = 12;
+        using var cache = new PagedLatentCache(CpuBackend.Default, 64, 16);
+        var ids = Enumerable.Range(0, sequences).Select(_ => cache.Allocator.CreateSequence()).ToArray();
+        // Token value = 8 * sequence + position / 8: distinct per (sequence, position), checked after BF16 rounding.
+        var locks = ids.Select(_ => new object()).ToArray();
+        Parallel.For(0, sequences * rounds, new ParallelOptions { MaxDegreeOfParallelism = 4 }, i =>
+        {
+            int s = i % sequences, n = 1 + i % 3;
+            lock (locks[s]) // appends to one sequence are ordered; different sequences race freely
+            {
+                int start = cache.Allocator.Length(ids[s]);
+                var x = new float[n * 576];
+                for (int t = 0; t < n; t++) x.AsSpan(t * 576, 576).Fill(s * 8 + (start + t) / 8f);
+                Assert.That(cache.Append(ids[s], x), Is.EqualTo(start));
+            }
+        });
+        for (int s = 0; s < sequences; s++)
+        {
+            var back = cache.ReadLatents(ids[s]);
+            for (int t = 0; t < back.Length / 576; t++)
+                Assert.That(back[t * 576 + 300], Is.EqualTo(BFloat16.ToSingle(BFloat16.ToRaw(s * 8 + t / 8f))), $"sequence {s} token {t}");
+        }
+    }
 }

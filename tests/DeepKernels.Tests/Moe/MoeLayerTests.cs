@@ -223,10 +223,16 @@ public class MoeLayerTests
         long one = PerCall(1), half = PerCall(maxTokens / 2), many = PerCall(maxTokens);
         TestContext.Out.WriteLine($"bytes per call: T=1 {one}, T={maxTokens / 2} {half}, T={maxTokens} {many}");
         // Parallel loops cost a few small objects per call and per active expert (at most E), never per
-        // token: T = 48 and T = 96 use all experts and must cost the same (T = 96 moves ~200 KB of activations).
+        // token (T = 96 moves ~200 KB of activations through the workspace).
         Assert.That(one, Is.LessThan(limit));
         Assert.That(many, Is.LessThan(limit));
-        if (threads == 1) Assert.That(new[] { one, half }, Is.All.EqualTo(many).Within(512), "no growth with T");
+        // The dense GEMM core allocates a small scratch handle per call, i.e. per active expert:
+        // T = 1 touches 2 of the 6 experts, T = 48 and T = 96 all of them and must cost the same.
+        if (threads == 1)
+        {
+            Assert.That(many, Is.EqualTo(half).Within(256), "no growth with T");
+            Assert.That(one, Is.LessThanOrEqualTo(many));
+        }
     }
 
     [Test]

@@ -34,11 +34,11 @@ public sealed partial class CpuBackend : IMoeLayerBackend
             // 3. gate_up, SiLU(gate) * up re-quantized, down: routed experts over the used rows.
             var gateUp = new Fp8GroupedProblem(ws.RowQ.Data, ws.RowScales.Data, ws.MIndices.Data, 0, rows, 0, c.NumExperts, 2 * inter, h,
                 w.GateUp.Data, w.GateUpScales.Data, ws.GateUp.Data, false);
-            Fp8BlockKernel.Run(gateUp, ParallelOptions);
+            GroupedGemmCpu.Run(gateUp, ParallelOptions);
             SiluMulQuantize(ws.GateUp, ws.MIndices, rows, inter, ws.HiddenQ, ws.HiddenScales);
             var down = new Fp8GroupedProblem(ws.HiddenQ.Data, ws.HiddenScales.Data, ws.MIndices.Data, 0, rows, 0, c.NumExperts, h, inter,
                 w.Down.Data, w.DownScales.Data, ws.Down.Data, false);
-            Fp8BlockKernel.Run(down, ParallelOptions);
+            GroupedGemmCpu.Run(down, ParallelOptions);
         }
 
         // 4. Shared expert: a dense FP8 MLP, run as one group of the masked layout with all tokens.
@@ -48,11 +48,11 @@ public sealed partial class CpuBackend : IMoeLayerBackend
             ws.SharedMaskedM.AsSpan<int>()[0] = tokens;
             var gateUp = new Fp8GroupedProblem(ws.TokenQ.Data, ws.TokenScales.Data, 0, ws.SharedMaskedM.Data, tokens, tokens, 1, 2 * shared, h,
                 w.SharedGateUp!.Value.Data, w.SharedGateUpScales!.Value.Data, ws.SharedGateUp.Data, false);
-            Fp8BlockKernel.Run(gateUp, ParallelOptions);
+            GroupedGemmCpu.Run(gateUp, ParallelOptions);
             SiluMulQuantize(ws.SharedGateUp, null, tokens, shared, ws.SharedHiddenQ, ws.SharedHiddenScales);
             var down = new Fp8GroupedProblem(ws.SharedHiddenQ.Data, ws.SharedHiddenScales.Data, 0, ws.SharedMaskedM.Data, tokens, tokens, 1, h, shared,
                 w.SharedDown!.Value.Data, w.SharedDownScales!.Value.Data, ws.SharedOut.Data, false);
-            Fp8BlockKernel.Run(down, ParallelOptions);
+            GroupedGemmCpu.Run(down, ParallelOptions);
             sharedOut = ws.SharedOut.SliceRows(0, tokens);
         }
 

@@ -108,8 +108,8 @@ public static class Fp8Gemm
         if (options.Accumulate && d.DType != DType.Float32)
             throw new ArgumentException($"Accumulation (D += A * B^T) needs a Float32 {nameof(d)}, got {d}.", nameof(d));
         WeightQuantization.CheckPlacement(backend, (a, nameof(a)), (aScales, nameof(aScales)), (b, nameof(b)), (bScales, nameof(bScales)), (d, nameof(d)));
-        if (aScales.Location == MemoryLocation.Host) ScaleReader.ToSingles(aScales, nameof(aScales));
-        if (bScales.Location == MemoryLocation.Host) ScaleReader.ToSingles(bScales, nameof(bScales));
+        if (aScales.Location == MemoryLocation.Host) ScaleReader.Validate(aScales, nameof(aScales));
+        if (bScales.Location == MemoryLocation.Host) ScaleReader.Validate(bScales, nameof(bScales));
         var impl = Guard.Implementation<IFp8GemmBackend>(backend, "FP8 GEMM");
         impl.Fp8Gemm(new Fp8GemmArgs(a, aScales, b, bScales, d, (int)m, (int)n, (int)k, options));
     }

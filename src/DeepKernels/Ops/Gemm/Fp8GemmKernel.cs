@@ -159,6 +159,7 @@ internal static unsafe class Fp8GemmKernel
     /// <summary>Rows [C0, C0 + Rows) of A decoded in Af, and the problem.</summary>
     private readonly struct Chunk(Fp8GemmProblem p, float* af, int kPadded, int kBlocks, int c0, int rows)
     {
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void RunPanel(int panel, Scratch s)
         {
             int nb = panel / (Kb / PanelRows);
@@ -209,6 +210,7 @@ internal static unsafe class Fp8GemmKernel
     /// One A row against a panel for one full 128-K block: groups of 4 plain B rows are decoded in
     /// registers and multiplied at once (no FP32 staging); other groups go through the buffer.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void RunSingleRowBlock(in Fp8GemmProblem p, float* a, int n0, int panelRows, int kb, float scale, Scratch s)
     {
         long k0 = (long)kb * Kb;
@@ -257,6 +259,7 @@ internal static unsafe class Fp8GemmKernel
     }
 
     /// <summary>Decodes B[n0 .. n0+rows, kb*128 .. +128] to FP32 (unscaled), zero-padding rows and K.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void DecodePanelBlock(in Fp8GemmProblem p, int n0, int rows, int kb, float* dst)
     {
         int k0 = kb * Kb, width = Math.Min(Kb, p.K - k0);
@@ -318,6 +321,7 @@ internal static unsafe class Fp8GemmKernel
     }
 
     /// <summary>4 A rows x 1 B row over one 128-K block.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Kernel4x1(float* a, int lda, float* b, float* acc, float* scale)
     {
         Vector256<float> c0 = default, c1 = default, c2 = default, c3 = default;
@@ -362,6 +366,7 @@ internal static unsafe class Fp8GemmKernel
         Avx.Store(acc, Fma.MultiplyAdd(partial, Vector256.Create(scale), Avx.LoadVector256(acc)));
 
     /// <summary>Sums the lanes of each accumulator and writes (or adds to) D.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Store(in Fp8GemmProblem p, int m0, int rows, int n0, int cols, float* acc)
     {
         for (int r = 0; r < rows; r++)

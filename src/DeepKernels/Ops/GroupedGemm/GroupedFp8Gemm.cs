@@ -17,6 +17,9 @@ namespace DeepKernels.Ops.GroupedGemm;
 /// aligned to 128) is what GPU kernels require.</para>
 /// <para><b>Masked</b>: A [G, m_max, K] with <c>maskedM</c> [G]; expert g computes its first
 /// masked_m[g] rows; the other rows of D are left untouched. Experts with no rows cost nothing.</para>
+/// <para>On the CPU backend each expert segment is one call of the dense FP8 GEMM core
+/// (<see cref="Gemm.Fp8Gemm"/>'s kernel) with that expert's weights: identical numerics, shared
+/// microkernels, weight panels spread over threads.</para>
 /// <para>Bad input (expert ids outside [-1, G), masked_m outside [0, m_max], non-finite or
 /// non-positive scales of used rows, shape mismatches) throws an <see cref="ArgumentException"/>
 /// before any work.</para>
@@ -50,7 +53,7 @@ public static class GroupedFp8Gemm
         fixed (float* psb = bScales)
         fixed (float* pd = d)
         {
-            Fp8BlockKernel.Run(new Fp8GroupedProblem((nint)pa, (nint)psa, (nint)pm, 0, m, 0, groups, n, k, (nint)pb, (nint)psb, (nint)pd, false), CpuBackend.Default.ParallelOptions);
+            GroupedGemmCpu.Run(new Fp8GroupedProblem((nint)pa, (nint)psa, (nint)pm, 0, m, 0, groups, n, k, (nint)pb, (nint)psb, (nint)pd, false), CpuBackend.Default.ParallelOptions);
         }
     }
 
@@ -77,7 +80,7 @@ public static class GroupedFp8Gemm
         fixed (float* psb = bScales)
         fixed (float* pd = d)
         {
-            Fp8BlockKernel.Run(new Fp8GroupedProblem((nint)pa, (nint)psa, 0, (nint)pm, (int)rows, mMax, groups, n, k, (nint)pb, (nint)psb, (nint)pd, false), CpuBackend.Default.ParallelOptions);
+            GroupedGemmCpu.Run(new Fp8GroupedProblem((nint)pa, (nint)psa, 0, (nint)pm, (int)rows, mMax, groups, n, k, (nint)pb, (nint)psb, (nint)pd, false), CpuBackend.Default.ParallelOptions);
         }
     }
 

@@ -18,7 +18,8 @@ namespace DeepKernels.Ops.Mla;
 /// </code>
 /// T = b * s_q new tokens; with s_q &gt; 1 the decode is causal among them. The cache write and
 /// the decode run on the cache's backend through the backend ops (so a CUDA cache slots in);
-/// the projections are FP32 matmuls over dequantized weights on the host for now.
+/// the projections run on the host: FP8 block-scaled GEMM (<see cref="Gemm.Fp8Gemm"/>) for FP8
+/// weights, else FP32 matmuls (see <see cref="MlaWeights"/>).
 /// </summary>
 public sealed class MlaAttention
 {
@@ -72,18 +73,18 @@ public sealed class MlaAttention
         if (c.QLoraRank > 0)
         {
             var qa = new float[t * c.QLoraRank];
-            MlaLinear.Apply(hidden, Weights.QAProj!, c.QLoraRank, c.HiddenSize, qa, _parallel);
+            MlaLinear.Apply(hidden, Weights.QAProj, Weights.QAProjFp8, c.QLoraRank, c.HiddenSize, qa, _parallel);
             Norm.RmsNorm.Apply(qa, Weights.QANorm!, c.RmsNormEps, qa);
-            MlaLinear.Apply(qa, Weights.QBProj, h * qDim, c.QLoraRank, q, _parallel);
+            MlaLinear.Apply(qa, Weights.QBProj, Weights.QBProjFp8, h * qDim, c.QLoraRank, q, _parallel);
         }
         else
         {
-            MlaLinear.Apply(hidden, Weights.QBProj, h * qDim, c.HiddenSize, q, _parallel);
+            MlaLinear.Apply(hidden, Weights.QBProj, Weights.QBProjFp8, h * qDim, c.HiddenSize, q, _parallel);
         }
 
         // Latent path: c_kv normalized, k_pe rotated, then into the cache.
         var kv = new float[t * (lat + rope)];
-        MlaLinear.Apply(hidden, Weights.KvAProj, lat + rope, c.HiddenSize, kv, _parallel);
+        MlaLinear.Apply(hidden, Weights.KvAProj, Weights.KvAProjFp8, lat + rope, c.HiddenSize, kv, _parallel);
         for (int i = 0; i < t; i++)
         {
             var cKv = kv.AsSpan(i * (lat + rope), lat);
@@ -123,6 +124,6 @@ public sealed class MlaAttention
         // Back to value space, then the output projection.
         var attn = new float[t * h * c.VHeadDim];
         MlaAbsorption.ApplyValueUp(outLatent, _wUv, h, c.VHeadDim, attn);
-        MlaLinear.Apply(attn, Weights.OProj, c.HiddenSize, h * c.VHeadDim, output, _parallel);
+        MlaLinear.Apply(attn, Weights.OProj, Weights.OProjFp8, c.HiddenSize, h * c.VHeadDim, output, _parallel);
     }
 }

@@ -46,7 +46,7 @@ public static class ActivationDequantization
         Guard.DType(output, DType.Float32, DType.BFloat16, nameof(output));
         Guard.Shape(output, nameof(output), m, k);
         WeightQuantization.CheckPlacement(backend, (input, nameof(input)), (scales, nameof(scales)), (output, nameof(output)));
-        if (scales.Location == MemoryLocation.Host) ScaleReader.ToSingles(scales, nameof(scales));
+        if (scales.Location == MemoryLocation.Host) ScaleReader.Validate(scales, nameof(scales));
         var impl = Guard.Implementation<IActivationDequantizationBackend>(backend, "FP8 activation dequantization");
         impl.DequantizeActivations(new ActivationDequantizationArgs(input, scales, output, checked((int)m), checked((int)k)));
     }

@@ -78,6 +78,18 @@ internal static class Fp8BlockKernels
 /// <summary>Reads a host scale tensor (Float32 or UE8M0) as floats, rejecting non-finite or non-positive values.</summary>
 internal static class ScaleReader
 {
+    /// <summary>Checks a host scale tensor in place (no allocation): finite and positive; UE8M0 0xFF is NaN.</summary>
+    public static void Validate(Tensors.TensorView scales, string name)
+    {
+        if (scales.DType == Tensors.DType.Float32)
+        {
+            Guard.AllFinitePositive(scales.AsSpan<float>(), name);
+            return;
+        }
+        int bad = scales.AsSpan<byte>().IndexOf((byte)0xFF);
+        if (bad >= 0) throw new ArgumentException($"Expected {name}[{bad}] to be finite and > 0, got NaN (UE8M0 0xFF).", name);
+    }
+
     public static float[] ToSingles(Tensors.TensorView scales, string name)
     {
         var result = new float[scales.ElementCount];

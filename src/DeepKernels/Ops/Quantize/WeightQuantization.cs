@@ -139,7 +139,7 @@ public static class WeightQuantization
         Guard.DType(output, DType.Float32, DType.BFloat16, nameof(output));
         Guard.Shape(output, nameof(output), n, k);
         CheckPlacement(backend, (weight, nameof(weight)), (scaleInv, nameof(scaleInv)), (output, nameof(output)));
-        if (scaleInv.Location == MemoryLocation.Host) ScaleReader.ToSingles(scaleInv, nameof(scaleInv));
+        if (scaleInv.Location == MemoryLocation.Host) ScaleReader.Validate(scaleInv, nameof(scaleInv));
         var impl = Guard.Implementation<IWeightQuantizationBackend>(backend, "FP8 weight dequantization");
         impl.DequantizeWeights(new WeightDequantizationArgs(weight, scaleInv, output, checked((int)n), checked((int)k)));
     }
