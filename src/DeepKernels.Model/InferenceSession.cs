@@ -7,6 +7,7 @@ using DeepKernels.Model.Weights;
 using DeepKernels.Ops.Activation;
 using DeepKernels.Ops.Embedding;
 using DeepKernels.Ops.MlaDecode;
+using DeepKernels.Ops.MoeLayer;
 using DeepKernels.Ops.MoeRouter;
 using DeepKernels.Ops.Norm;
 using DeepKernels.Tensors;
@@ -30,6 +31,7 @@ public sealed class InferenceSession : IDisposable
     private readonly MemoryPool _pool;
     private readonly WorkspaceArena _arena;
     private readonly int _maxTokens;
+    private MoeWorkspace? _moeWorkspace;
 
     internal InferenceSession(DeepSeekV3Model model, int maxSequences, int maxTokensPerSequence, int pageSize, LatentCacheLayout layout)
     {
@@ -126,7 +128,8 @@ public sealed class InferenceSession : IDisposable
         var x = _arena.TakeSpan<float>(total * h);
         var xn = _arena.TakeSpan<float>(total * h);
         var branch = _arena.TakeSpan<float>(total * h);
-        EmbeddingLookup.Gather(w.Embedding.View.AsSpan<BFloat16>(), h, ids, x);
+        if (w.Embedding.View.DType == DType.BFloat16) EmbeddingLookup.Gather(w.Embedding.View.AsSpan<BFloat16>(), h, ids, x);
+        else EmbeddingLookup.Gather(w.Embedding.View.AsSpan<float>(), h, ids, x);
         var step = new Step(this, sequences, starts, positions, slots, total);
         foreach (var layer in w.Layers)
         {
@@ -266,7 +269,7 @@ public sealed class InferenceSession : IDisposable
         mlp.Down.Forward(act, rows, output[..(rows * mlp.Down.OutFeatures)], _arena.TakeSpan<float>(mlp.Down.ScratchFloats(rows)));
     }
 
-    private void Moe(MoeWeights moe, ReadOnlySpan<float> input, int rows, Span<float> output)
+    private unsafe void Moe(MoeWeights moe, ReadOnlySpan<float> input, int rows, Span<float> output)
     {
         var c = _model.Config;
         int h = c.HiddenSize, e = c.NRoutedExperts, k = c.NumExpertsPerTok;
@@ -276,6 +279,27 @@ public sealed class InferenceSession : IDisposable
         var weights = _arena.TakeSpan<float>(rows * k);
         MoeRouting.Route(logits, e, moe.CorrectionBias, _model.RouterConfig!, expertIds, weights);
         var out_ = output[..(rows * h)];
+        if (moe.Layer is { } fused)
+        {
+            // The fused MoE op: one grouped gate_up and one grouped down GEMM over all chosen experts, plus the shared expert.
+            if (_moeWorkspace is null || _moeWorkspace.MaxTokens < rows)
+            {
+                _moeWorkspace?.Dispose();
+                _moeWorkspace = MoeWorkspace.Create(_model.Backend, fused.Config, Math.Max(rows, 16));
+            }
+            fixed (float* px = input, pw = weights, po = out_)
+            fixed (int* pi = expertIds)
+            {
+                const MemoryLocation H = MemoryLocation.Host;
+                MoeFeedForward.Forward(_model.Backend, fused,
+                    new TensorView((nint)px, DType.Float32, H, rows, h),
+                    new TensorView((nint)pi, DType.Int32, H, rows, k),
+                    new TensorView((nint)pw, DType.Float32, H, rows, k),
+                    _moeWorkspace,
+                    new TensorView((nint)po, DType.Float32, H, rows, h));
+            }
+            return;
+        }
         if (moe.Shared is { } shared) Mlp(shared, input, rows, out_);
         else out_.Clear();
         // Group the chosen (token, slot) pairs by expert so each expert runs once over its rows.
@@ -310,6 +334,7 @@ public sealed class InferenceSession : IDisposable
     public void Dispose()
     {
         foreach (var cache in _caches) cache.Dispose();
+        _moeWorkspace?.Dispose();
         _arena.Dispose();
         _pool.Dispose();
     }

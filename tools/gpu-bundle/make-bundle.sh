@@ -69,6 +69,11 @@ cp "$RUNTIME_ARCHIVE" "$OUT/runtime.$EXT"
 echo "[bundle] staging managed assemblies and vstest.console"
 mkdir -p "$STAGE/app" "$STAGE/app/vstest/Extensions"
 cp -r "$APP/." "$STAGE/app/"
+# Native assets of dependencies (SkiaSharp, HarfBuzz for plots) ship for every RID: keep this host's only.
+case "$(uname -m)" in aarch64|arm64) RID=linux-arm64 ;; *) RID=linux-x64 ;; esac
+if [[ -d "$STAGE/app/runtimes" ]]; then
+  find "$STAGE/app/runtimes" -mindepth 1 -maxdepth 1 ! -name "$RID" -exec rm -rf {} +
+fi
 python3 - "$SDK_DIR" "$STAGE/app/vstest" <<'PY'
 import json, os, shutil, sys
 sdk, dest = sys.argv[1], sys.argv[2]

@@ -23,16 +23,14 @@ def trx_counters(path):
             text = f.read()
     except OSError:
         return None
-    m = re.search(r"<Counters ([^>]*)/?>", text)
-    if not m:
-        return None
-    counters = {k: int(v) for k, v in re.findall(r'(\w+)="(\d+)"', m.group(1))}
-    failed = [name for name, outcome in re.findall(r'<UnitTestResult [^>]*testName="([^"]*)"[^>]*outcome="(\w+)"', text) if outcome == "Failed"]
+    # Count the per-test outcomes (the Counters element leaves ignored tests out).
+    outcomes = re.findall(r'<UnitTestResult [^>]*testName="([^"]*)"[^>]*outcome="(\w+)"', text)
+    failed = [name for name, outcome in outcomes if outcome in ("Failed", "Error", "Timeout", "Aborted")]
     return {
-        "total": counters.get("total", 0),
-        "passed": counters.get("passed", 0),
-        "failed": counters.get("failed", 0) + counters.get("error", 0) + counters.get("timeout", 0) + counters.get("aborted", 0),
-        "skipped": counters.get("notExecuted", 0) + counters.get("inconclusive", 0),
+        "total": len(outcomes),
+        "passed": sum(1 for _, o in outcomes if o == "Passed"),
+        "failed": len(failed),
+        "skipped": sum(1 for _, o in outcomes if o in ("NotExecuted", "Inconclusive")),
         "failed_tests": failed,
     }
 

@@ -95,3 +95,9 @@ extern "C" __global__ void dk_test_atomics(int* counter)
   __syncthreads();
   if (t == 0) atomicMax(&counter[2], cta_sum);
 }
+
+// DK_ASSERT fails the launch in thread 5 when value == 3.
+extern "C" __global__ void dk_test_assert(int value)
+{
+  DK_ASSERT(value != 3 || threadIdx.x != 5);
+}

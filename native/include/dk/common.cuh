@@ -22,6 +22,17 @@
   T* name = reinterpret_cast<T*>(dk_dynamic_smem_)
 #endif
 
+// Device-side assertion. On a GPU a failed assert() traps the kernel; in the emulator it fails
+// the launch (CUDA_ERROR_ASSERT, 710) with the condition and location instead of aborting the
+// host process.
+#if defined(DK_EMULATOR)
+#define DK_ASSERT(cond) \
+  ((cond) ? (void)0 : ::dkemu::fail(710, "assertion failed: %s (%s:%d)", #cond, __FILE__, __LINE__))
+#else
+#define DK_ASSERT(cond) assert(cond)
+#include <assert.h>
+#endif
+
 // True when compiling device code for an arch with the sm_90a-only features (wgmma, setmaxnreg).
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define DK_HAS_SM90A 1

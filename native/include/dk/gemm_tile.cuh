@@ -10,13 +10,14 @@
 //    so the 8-byte fragment loads below hit 32 distinct banks per phase.
 //  * sm_80 has no FP8 mma: fragments are loaded as raw bytes and widened in registers to F16 by
 //    a shift (an E4M3 code shifted into an F16's exponent/mantissa field is exactly value * 2^-8,
-//    subnormals included; NaN codes become the finite 1.875, so FP8 NaNs are not propagated).
+//    subnormals included; NaN codes are mapped to an F16 NaN, so NaN propagates as on the CPU).
 //    mma.sync m16n8k16 F16 -> FP32 then accumulates exact products value_a * value_b * 2^-16.
 //  * K order inside a 32-wide step is permuted identically for A and B (lane t owns bytes
 //    8t..8t+7 of each row: bytes 0-3 feed the first k16 mma, 4-7 the second), which lets one
 //    8-byte load feed two mmas; a dot product does not care about the order of its terms.
 //  * Promotion (DeepSeek-V3): the FP32 partial sum of each 128-wide K block is multiplied by
 //    sa[row, kb] * sb[n / 128, kb] * 2^16 and added to FP32 accumulators.
+// Split-K: a tile sums only K blocks [kb_begin, kb_end); the caller reduces the partial tiles.
 // Alignment rules (checked by the host before launch): K % 16 == 0, lda % 16 == 0 and every
 // operand base 16-byte aligned (cp.async moves 16-byte chunks). M and N are arbitrary.
 #pragma once
@@ -59,6 +60,8 @@ struct Fp8GemmProblem {
   int accumulate;          // D += A * B^T (FP32 output only)
   const int* row_expert;   // optional: only rows with row_expert[row] == expert are loaded/stored
   int expert;
+  int kb_begin;            // the 128-wide K blocks this tile sums: [kb_begin, kb_end) (split-K)
+  int kb_end;
 };
 
 DK_DEVICE int tile_offset(int row, int chunk) { return row * kBlockK + ((chunk ^ ((row & 3) << 1)) << 4); }
@@ -69,10 +72,19 @@ DK_DEVICE float load_scale(const void* p, long long index, int ue8m0)
 }
 
 // Bytes 0,1 (high = false) or 2,3 (high = true) of `w` as F16x2 holding each E4M3 value * 2^-8.
+// A NaN code (S.1111.111) becomes the F16 NaN 0xFFFF so that NaN inputs give NaN outputs, as on
+// the CPU backend.
 DK_DEVICE uint32_t e4m3x2_to_f16x2_scaled(uint32_t w, bool high)
 {
   const uint32_t r = __byte_perm(w, 0u, high ? 0x3424u : 0x1404u);  // code b at bits 8..15 of its half
-  return (r & 0x80008000u) | ((r >> 1) & 0x3F803F80u);
+  const uint32_t f = (r & 0x80008000u) | ((r >> 1) & 0x3F803F80u);
+  const uint32_t t = r & 0x7F007F00u;
+#if defined(DK_EMULATOR)
+  const uint32_t nan = ((t & 0xFFFFu) == 0x7F00u ? 0xFFFFu : 0u) | ((t >> 16) == 0x7F00u ? 0xFFFF0000u : 0u);
+#else
+  const uint32_t nan = __vcmpeq2(t, 0x7F007F00u);  // 0xFFFF in each half that holds a NaN code
+#endif
+  return f | nan;
 }
 
 DK_DEVICE bool row_selected(const Fp8GemmProblem& p, int row)
@@ -88,7 +100,8 @@ DK_DEVICE void fp8_gemm_tile(const Fp8GemmProblem& p, int m0, int n0, unsigned c
   const int lane = tid & 31, warp = tid >> 5;
   const int wm = warp / kWarpsN, wn = warp % kWarpsN;
   const int g = lane >> 2, t = lane & 3;
-  const int num_kb = (p.k + kBlockK - 1) / kBlockK;
+  const int num_kb = (p.k + kBlockK - 1) / kBlockK;  // scale row stride
+  const int kb0 = p.kb_begin, count = p.kb_end - p.kb_begin;
 
   // Each thread copies 4 chunks of A and 4 of B per stage: rows (tid >> 3) + 32 i, chunk tid & 7.
   const int load_chunk = tid & 7;
@@ -127,20 +140,21 @@ DK_DEVICE void fp8_gemm_tile(const Fp8GemmProblem& p, int m0, int n0, unsigned c
 
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) {
-    if (s < num_kb) load_stage(s, s);
+    if (s < count) load_stage(s, kb0 + s);
     cp_async_commit();
   }
 
   const long long sb_row = static_cast<long long>(n0 / kBlockN) * num_kb;
-  for (int kb = 0; kb < num_kb; ++kb) {
+  for (int it = 0; it < count; ++it) {
+    const int kb = kb0 + it;
     cp_async_wait<kStages - 2>();
-    __syncthreads();  // stage kb visible to all; the stage consumed at kb - 1 is free
+    __syncthreads();  // stage `it` visible to all; the stage consumed at it - 1 is free
     {
-      const int next = kb + kStages - 1;
-      if (next < num_kb) load_stage(next % kStages, next);
+      const int next = it + kStages - 1;
+      if (next < count) load_stage(next % kStages, kb0 + next);
       cp_async_commit();
     }
-    const unsigned char* sa_tile = smem + (kb % kStages) * kStageBytes;
+    const unsigned char* sa_tile = smem + (it % kStages) * kStageBytes;
     const unsigned char* sb_tile = sa_tile + kTileBytes;
     const int ksteps = min(4, (p.k - kb * kBlockK + 31) / 32);
 

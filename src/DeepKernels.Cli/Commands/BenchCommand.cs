@@ -102,16 +102,28 @@ internal sealed class BenchCommand : ICliCommand
             output.WriteLine($"Backend {backend.Name} on {machine.Name}: {machine.Note}");
             output.WriteLine($"Timing: {timer.Method}, {warmup} warm-up, median of {repeats}.");
             bool tera = backend.Name != "cpu";
-            output.WriteLine($"{"case",-34} {"median ms",11} {(tera ? "TFLOP/s" : "GFLOP/s"),10} {"GB/s",10} {"%compute",9} {"%memory",8}");
+            output.WriteLine($"{"case",-58} {"median ms",11} {(tera ? "TFLOP/s" : "GFLOP/s"),10} {"GB/s",10} {"%compute",9} {"%memory",8}");
             var results = new List<BenchCaseResult>();
+            var skipped = new List<BenchSkip>();
             try
             {
                 foreach (var c in selected)
                 {
-                    var r = BenchRunner.Run(c, backend, timer, limits, warmup, repeats);
+                    BenchCaseResult r;
+                    try
+                    {
+                        r = BenchRunner.Run(c, backend, timer, limits, warmup, repeats);
+                    }
+                    catch (NotSupportedException e)
+                    {
+                        // An op without a kernel on this backend yet: say so and measure the rest.
+                        skipped.Add(new BenchSkip(c.Name, e.Message));
+                        output.WriteLine($"{c.Name,-58} skipped: {e.Message}");
+                        continue;
+                    }
                     results.Add(r);
                     output.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                        $"{r.Name,-34} {r.MedianMs,11:F4} {(tera ? r.Gflops / 1000 : r.Gflops),10:F2} {r.GBps,10:F1} {Percent(r.PercentComputePeak),9} {Percent(r.PercentMemoryPeak),8}"));
+                        $"{r.Name,-58} {r.MedianMs,11:F4} {(tera ? r.Gflops / 1000 : r.Gflops),10:F2} {r.GBps,10:F1} {Percent(r.PercentComputePeak),9} {Percent(r.PercentMemoryPeak),8}"));
                 }
             }
             finally
@@ -121,7 +133,10 @@ internal sealed class BenchCommand : ICliCommand
 
             if (jsonPath is not null)
             {
-                var report = new BenchReport(BenchReport.SchemaId, DateTime.UtcNow, backend.Name, true, null, timer.Method, warmup, repeats, machine, limits, results);
+                var report = new BenchReport(BenchReport.SchemaId, DateTime.UtcNow, backend.Name, true, null, timer.Method, warmup, repeats, machine, limits, results)
+                {
+                    Skipped = skipped,
+                };
                 WriteJson(jsonPath, report);
                 output.WriteLine($"Wrote {jsonPath}");
             }

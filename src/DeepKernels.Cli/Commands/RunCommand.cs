@@ -99,7 +99,10 @@ internal sealed class RunCommand : ICliCommand
         };
 
         double bandwidth = MeasureCopyBandwidth();
+        var cpuBefore = Process.GetCurrentProcess().TotalProcessorTime;
+        var wall = Stopwatch.StartNew();
         var result = Generator.Generate(model, prompts, options, onStep: (done, all) => progress.Report("decoding ", done, all, ""));
+        double cpuSeconds = (Process.GetCurrentProcess().TotalProcessorTime - cpuBefore).TotalSeconds, wallSeconds = wall.Elapsed.TotalSeconds;
         progress.Finish($"generated {result.Tokens.Sum(t => t.Length)} tokens for {batch} prompt(s)");
 
         var w = model.Weights;
@@ -132,6 +135,8 @@ internal sealed class RunCommand : ICliCommand
             var counts = result.PoolAllocationsPerStep;
             output.WriteLine($"memory   : workspace pool allocations {counts[0]} after the first decode step, {counts[^1]} after the last ({(counts[^1] == counts[0] ? "flat" : "growing")}); KV cache {mlaPerToken} B per token, {Mb(result.PrefillTokens * mlaPerToken + result.DecodeTokens * mlaPerToken)} used");
         }
+        output.WriteLine($"cpu      : generation used {cpuSeconds:F2} s of CPU in {wallSeconds:F2} s wall = {cpuSeconds / Math.Max(1e-9, wallSeconds):F2} of {Environment.ProcessorCount} cores" +
+            (cpuSeconds / Math.Max(1e-9, wallSeconds) < 0.5 * Environment.ProcessorCount ? " (other processes compete for the CPU: rates above are pessimistic)" : ""));
         output.WriteLine($"total    : {total.Elapsed.TotalSeconds:F2} s");
         return 0;
     }

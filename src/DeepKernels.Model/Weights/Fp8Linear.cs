@@ -15,13 +15,20 @@ namespace DeepKernels.Model.Weights;
 /// </summary>
 public sealed class Fp8Linear : IDisposable
 {
+    private readonly IDisposable[] _owned;
+
     internal Fp8Linear(string name, TensorBuffer weight, TensorBuffer scaleInv)
+        : this(name, weight.View, scaleInv.View) => _owned = [weight, scaleInv];
+
+    /// <summary>A projection over views of memory owned elsewhere (e.g. one expert of a stacked MoE tensor).</summary>
+    internal Fp8Linear(string name, TensorView weight, TensorView scaleInv)
     {
         Name = name;
         Weight = weight;
         ScaleInv = scaleInv;
-        OutFeatures = checked((int)weight.View.Dim(0));
-        InFeatures = checked((int)weight.View.Dim(1));
+        OutFeatures = checked((int)weight.Dim(0));
+        InFeatures = checked((int)weight.Dim(1));
+        _owned = [];
     }
 
     /// <summary>Checkpoint name of the weight.</summary>
@@ -34,13 +41,13 @@ public sealed class Fp8Linear : IDisposable
     public int InFeatures { get; }
 
     /// <summary>FP8 codes [N, K].</summary>
-    public TensorBuffer Weight { get; }
+    public TensorView Weight { get; }
 
     /// <summary>FP32 [ceil(N/128), ceil(K/128)].</summary>
-    public TensorBuffer ScaleInv { get; }
+    public TensorView ScaleInv { get; }
 
     /// <summary>Bytes of weights and scales.</summary>
-    public long Bytes => Weight.View.ByteCount + ScaleInv.View.ByteCount;
+    public long Bytes => Weight.ByteCount + ScaleInv.ByteCount;
 
     /// <summary>Parameters.</summary>
     public long Parameters => (long)OutFeatures * InFeatures;
@@ -63,14 +70,14 @@ public sealed class Fp8Linear : IDisposable
         var sa = scratch[..(rows * groups)];
         var codes = System.Runtime.InteropServices.MemoryMarshal.Cast<float, Float8E4M3>(scratch[(rows * groups)..])[..(rows * k)];
         ActivationQuantization.Quantize(x, k, codes, sa);
-        Fp8Gemm.Run(codes, sa, Weight.View.AsSpan<Float8E4M3>(), ScaleInv.View.AsSpan<float>(), y, rows, n, k);
+        Fp8Gemm.Run(codes, sa, Weight.AsSpan<Float8E4M3>(), ScaleInv.AsSpan<float>(), y, rows, n, k);
     }
 
     /// <summary>The dequantized weight as float64 [N*K] (for references and absorption).</summary>
     public double[] DequantizeToDouble()
     {
-        var w = Weight.View.AsSpan<byte>();
-        var s = ScaleInv.View.AsSpan<float>();
+        var w = Weight.AsSpan<byte>();
+        var s = ScaleInv.AsSpan<float>();
         int k = InFeatures, kBlocks = ActivationQuantization.GroupCount(k);
         var result = new double[(long)OutFeatures * k];
         for (int j = 0; j < OutFeatures; j++)
@@ -82,7 +89,6 @@ public sealed class Fp8Linear : IDisposable
     /// <summary>Frees the buffers.</summary>
     public void Dispose()
     {
-        Weight.Dispose();
-        ScaleInv.Dispose();
+        foreach (var d in _owned) d.Dispose();
     }
 }

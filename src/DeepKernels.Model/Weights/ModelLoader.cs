@@ -129,10 +129,18 @@ public static class ModelLoader
                 var t = ctx.Checkpoint.Get(biasName, F32, e);
                 bias = MemoryMarshal.Cast<byte, float>(CheckpointDirectory.Bytes(t)).ToArray();
             }
-            var experts = new List<MlpWeights>(e);
-            for (int x = 0; x < e; x++) experts.Add(ctx.Mlp($"{p}mlp.experts.{x}.", c.MoeIntermediateSize, h));
-            MlpWeights? shared = c.NSharedExperts > 0 ? ctx.Mlp(p + "mlp.shared_experts.", c.MoeIntermediateSize * c.NSharedExperts, h) : null;
-            moe = new MoeWeights { Gate = gate, CorrectionBias = bias, Experts = experts, Shared = shared };
+            int inter = c.MoeIntermediateSize, sharedInter = c.MoeIntermediateSize * c.NSharedExperts;
+            if (inter % 128 == 0 && sharedInter % 128 == 0)
+            {
+                moe = ctx.StackedMoe(p, gate, bias, e, inter, h, sharedInter);
+            }
+            else
+            {
+                var experts = new List<MlpWeights>(e);
+                for (int x = 0; x < e; x++) experts.Add(ctx.Mlp($"{p}mlp.experts.{x}.", inter, h));
+                MlpWeights? shared = c.NSharedExperts > 0 ? ctx.Mlp(p + "mlp.shared_experts.", sharedInter, h) : null;
+                moe = new MoeWeights { Gate = gate, CorrectionBias = bias, Experts = experts, Shared = shared };
+            }
         }
         else dense = ctx.Mlp(p + "mlp.", c.IntermediateSize, h);
         _ = heads;
@@ -221,6 +229,106 @@ public static class ModelLoader
 
         public MlpWeights Mlp(string prefix, int inter, int h) =>
             new(Linear(prefix + "gate_proj.weight", inter, h), Linear(prefix + "up_proj.weight", inter, h), Linear(prefix + "down_proj.weight", h, inter));
+
+        /// <summary>Codes and block scales of a projection (BF16/F32 weights are quantized here), copied out.</summary>
+        public (Float8E4M3[] Codes, float[] Scales) ReadProjection(string name, int n, int k)
+        {
+            var t = Checkpoint.Get(name, Projection, n, k);
+            int nb = WeightQuantization.BlockCount(n), kb = WeightQuantization.BlockCount(k);
+            if (t.DType == DType.Float8E4M3)
+            {
+                string scaleName = name + "_scale_inv";
+                var s = Checkpoint.Get(scaleName, F32, nb, kb);
+                var scaleValues = MemoryMarshal.Cast<byte, float>(CheckpointDirectory.Bytes(s));
+                for (int i = 0; i < scaleValues.Length; i++)
+                {
+                    if (!float.IsFinite(scaleValues[i]) || scaleValues[i] <= 0)
+                        throw new CheckpointException(s.File.Path, scaleName, $"scale [{i / kb}, {i % kb}] = {scaleValues[i]} is not finite and > 0.");
+                }
+                return (MemoryMarshal.Cast<byte, Float8E4M3>(CheckpointDirectory.Bytes(t)).ToArray(), scaleValues.ToArray());
+            }
+            float[] values = new float[(long)n * k];
+            var raw = CheckpointDirectory.Bytes(t);
+            if (t.DType == DType.BFloat16) BFloat16.ToSingle(MemoryMarshal.Cast<byte, ushort>(raw), values);
+            else MemoryMarshal.Cast<byte, float>(raw).CopyTo(values);
+            var codes = new Float8E4M3[values.Length];
+            var scales = new float[nb * kb];
+            WeightQuantization.Quantize(values, n, k, codes, scales);
+            return (codes, scales);
+        }
+
+        /// <summary>
+        /// Loads all experts of an MoE layer stacked as the fused MoE op wants them: GateUp
+        /// [E, 2I, H] (gate rows then up rows; I % 128 == 0 keeps the 128-row scale blocks whole),
+        /// Down [E, H, I], and the shared expert likewise; per-expert projections are views.
+        /// </summary>
+        public MoeWeights StackedMoe(string p, Bf16Linear gate, float[] bias, int e, int inter, int h, int sharedInter)
+        {
+            int kbH = WeightQuantization.BlockCount(h), kbI = WeightQuantization.BlockCount(inter), nbH = WeightQuantization.BlockCount(h), nbI = inter / 128;
+            var gu = new Float8E4M3[(long)e * 2 * inter * h];
+            var guS = new float[e * 2 * nbI * kbH];
+            var dn = new Float8E4M3[(long)e * h * inter];
+            var dnS = new float[e * nbH * kbI];
+            for (int x = 0; x < e; x++)
+            {
+                string q = $"{p}mlp.experts.{x}.";
+                var (gc, gs) = ReadProjection(q + "gate_proj.weight", inter, h);
+                var (uc, us) = ReadProjection(q + "up_proj.weight", inter, h);
+                var (dc, ds) = ReadProjection(q + "down_proj.weight", h, inter);
+                gc.CopyTo(gu, (long)x * 2 * inter * h);
+                uc.CopyTo(gu, (long)x * 2 * inter * h + (long)inter * h);
+                gs.CopyTo(guS, x * 2 * nbI * kbH);
+                us.CopyTo(guS, x * 2 * nbI * kbH + nbI * kbH);
+                dc.CopyTo(dn, (long)x * h * inter);
+                ds.CopyTo(dnS, x * nbH * kbI);
+            }
+            var guBuf = Own(backend.Upload<Float8E4M3>(gu, DType.Float8E4M3, e, 2 * inter, h));
+            var guSBuf = Own(backend.Upload<float>(guS, DType.Float32, e, 2 * nbI, kbH));
+            var dnBuf = Own(backend.Upload<Float8E4M3>(dn, DType.Float8E4M3, e, h, inter));
+            var dnSBuf = Own(backend.Upload<float>(dnS, DType.Float32, e, nbH, kbI));
+            var buffers = new List<TensorBuffer> { guBuf, guSBuf, dnBuf, dnSBuf };
+            var experts = new List<MlpWeights>(e);
+            for (int x = 0; x < e; x++)
+            {
+                string q = $"{p}mlp.experts.{x}.";
+                experts.Add(new MlpWeights(
+                    new Fp8Linear(q + "gate_proj.weight", View(guBuf, (long)x * 2 * inter * h, DType.Float8E4M3, inter, h), View(guSBuf, (long)x * 2 * nbI * kbH, DType.Float32, nbI, kbH)),
+                    new Fp8Linear(q + "up_proj.weight", View(guBuf, (long)x * 2 * inter * h + (long)inter * h, DType.Float8E4M3, inter, h), View(guSBuf, (long)x * 2 * nbI * kbH + nbI * kbH, DType.Float32, nbI, kbH)),
+                    new Fp8Linear(q + "down_proj.weight", View(dnBuf, (long)x * h * inter, DType.Float8E4M3, h, inter), View(dnSBuf, (long)x * nbH * kbI, DType.Float32, nbH, kbI))));
+            }
+            long bytes = gu.Length + guS.Length * 4L + dn.Length + dnS.Length * 4L;
+            long parameters = gu.Length + (long)dn.Length;
+            MlpWeights? shared = null;
+            TensorBuffer? sgu = null, sguS = null, sdn = null, sdnS = null;
+            if (sharedInter > 0)
+            {
+                string q = p + "mlp.shared_experts.";
+                int nbS = sharedInter / 128, kbS = WeightQuantization.BlockCount(sharedInter);
+                var (gc, gs) = ReadProjection(q + "gate_proj.weight", sharedInter, h);
+                var (uc, us) = ReadProjection(q + "up_proj.weight", sharedInter, h);
+                var (dc, ds) = ReadProjection(q + "down_proj.weight", h, sharedInter);
+                sgu = Own(backend.Upload<Float8E4M3>([.. gc, .. uc], DType.Float8E4M3, 2 * sharedInter, h));
+                sguS = Own(backend.Upload<float>([.. gs, .. us], DType.Float32, 2 * nbS, kbH));
+                sdn = Own(backend.Upload<Float8E4M3>(dc, DType.Float8E4M3, h, sharedInter));
+                sdnS = Own(backend.Upload<float>(ds, DType.Float32, nbH, kbS));
+                buffers.AddRange([sgu, sguS, sdn, sdnS]);
+                shared = new MlpWeights(
+                    new Fp8Linear(q + "gate_proj.weight", View(sgu, 0, DType.Float8E4M3, sharedInter, h), View(sguS, 0, DType.Float32, nbS, kbH)),
+                    new Fp8Linear(q + "up_proj.weight", View(sgu, (long)sharedInter * h, DType.Float8E4M3, sharedInter, h), View(sguS, (long)nbS * kbH, DType.Float32, nbS, kbH)),
+                    new Fp8Linear(q + "down_proj.weight", sdn.View, sdnS.View));
+                bytes += 3L * sharedInter * h + (gs.Length + us.Length + ds.Length) * 4L;
+                parameters += 3L * sharedInter * h;
+            }
+            Bytes += bytes;
+            Parameters += parameters;
+            var layerConfig = new DeepKernels.Ops.MoeLayer.MoeLayerConfig { Hidden = h, Intermediate = inter, NumExperts = e, TopK = Config.NumExpertsPerTok, SharedIntermediate = sharedInter };
+            var layer = new DeepKernels.Ops.MoeLayer.MoeLayerWeights(layerConfig, guBuf.View, guSBuf.View, dnBuf.View, dnSBuf.View,
+                sgu?.View, sguS?.View, sdn?.View, sdnS?.View);
+            return new MoeWeights { Gate = gate, CorrectionBias = bias, Experts = experts, Shared = shared, Layer = layer, StackedBuffers = buffers };
+        }
+
+        private static TensorView View(TensorBuffer buffer, long elementOffset, DType dtype, params long[] shape) =>
+            new(buffer.View.Data + (nint)(elementOffset * dtype.SizeInBytes()), dtype, buffer.View.Location, shape);
 
         /// <summary>An FP8 projection with its block scales; BF16/F32 weights are quantized here.</summary>
         public Fp8Linear Linear(string name, int n, int k)

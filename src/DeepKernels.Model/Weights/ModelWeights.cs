@@ -91,12 +91,23 @@ public sealed class MoeWeights : IDisposable
     /// <summary>mlp.shared_experts.* (null without shared experts).</summary>
     public MlpWeights? Shared { get; init; }
 
+    /// <summary>
+    /// The experts stacked for the fused MoE layer op (gate and up rows of each expert side by
+    /// side, [E, 2I, H]); <see cref="Experts"/> and <see cref="Shared"/> are then views into it.
+    /// Null when the widths are not multiples of 128 (then experts run one by one).
+    /// </summary>
+    public DeepKernels.Ops.MoeLayer.MoeLayerWeights? Layer { get; init; }
+
+    /// <summary>Buffers behind <see cref="Layer"/>.</summary>
+    public IReadOnlyList<TensorBuffer> StackedBuffers { get; init; } = [];
+
     /// <inheritdoc />
     public void Dispose()
     {
         Gate.Dispose();
         foreach (var e in Experts) e.Dispose();
         Shared?.Dispose();
+        foreach (var b in StackedBuffers) b.Dispose();
     }
 }
 

@@ -5,6 +5,7 @@ using System.Runtime.Intrinsics.X86;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using DeepKernels.Cuda;
+using DeepKernels.Cuda.Emulation;
 using DeepKernels.Cuda.Kernels;
 
 namespace DeepKernels.Diagnostics;
@@ -101,7 +102,13 @@ public sealed record SystemReport(RuntimeSection Runtime, CpuSection Cpu, CudaSe
             new("cpu", true, $"{Environment.ProcessorCount} threads"),
             new(driver.Name, probe.IsReady, probe.Reason),
         };
-        // The kernel emulator ("cuda-emu") joins this list once its driver exists.
+        // The kernel emulator runs the same kernels on the CPU when its library was built.
+        if (driver.Name != "cuda-emu")
+        {
+            backends.Add(EmulatorDriver.TryLoad(out var emulator, out string emulatorReason)
+                ? new BackendSection("cuda-emu", true, emulator!.Probe().Reason)
+                : new BackendSection("cuda-emu", false, emulatorReason));
+        }
         return new SystemReport(runtime, cpu, cuda, kernels, backends);
     }
 

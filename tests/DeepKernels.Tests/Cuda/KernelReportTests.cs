@@ -177,3 +177,26 @@ public class EmbeddedKernelImageTests
             [KernelArg.Pointer(16ul), 0, KernelArg.Pointer(32ul), KernelArg.Pointer(48ul), 1, 3, 300]));
     }
 }
+
+public class KernelArgTests
+{
+    [Test]
+    public void HostTensorIsNotAKernelArgument()
+    {
+        var host = new DeepKernels.Tensors.TensorView(64, DeepKernels.Tensors.DType.Float32, DeepKernels.Tensors.MemoryLocation.Host, 4);
+        var e = Assert.Throws<ArgumentException>(() => KernelArg.Pointer(host));
+        Assert.That(e!.Message, Does.Contain("device tensor"));
+        var device = new DeepKernels.Tensors.TensorView(64, DeepKernels.Tensors.DType.Float32, DeepKernels.Tensors.MemoryLocation.Device, 4);
+        Assert.That(KernelArg.Pointer(device).Value, Is.EqualTo(64ul));
+    }
+
+    [Test]
+    public void ScalarsKeepTheirBits()
+    {
+        Assert.That(((KernelArg)(-1)).Value, Is.EqualTo(0xFFFFFFFFul));
+        Assert.That(((KernelArg)(-1)).Size, Is.EqualTo(4));
+        Assert.That(((KernelArg)1.5f).Value, Is.EqualTo((ulong)BitConverter.SingleToUInt32Bits(1.5f)));
+        Assert.That(KernelArg.Int64(-2).Value, Is.EqualTo(unchecked((ulong)-2L)));
+        Assert.That(KernelArg.Struct([1, 2, 3]).Size, Is.EqualTo(3));
+    }
+}

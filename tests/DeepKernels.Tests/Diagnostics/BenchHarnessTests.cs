@@ -126,6 +126,30 @@ public class BenchHarnessTests
     }
 
     [Test]
+    public void RegistryCoversTheIssuesAnchorShapesWithDesignFormulas()
+    {
+        var gemm = OpBenchRegistry.ForOp("gemm").Where(c => c.RunsOn("cuda")).ToList();
+        Assert.That(gemm, Has.Count.EqualTo(7 * 6), "M in {1,4,16,64,128,512,4096} x six (N, K) pairs");
+        var big = gemm.Single(c => c.Shape["M"] == 4096 && c.Shape["N"] == 7168 && c.Shape["K"] == 16384);
+        Assert.That(big.Flops, Is.EqualTo(2.0 * 4096 * 7168 * 16384));
+        Assert.That(big.Bytes, Is.EqualTo(4096.0 * 16384 + 16384.0 * 7168 + 2.0 * 4096 * 7168));
+        Assert.That(big.Precision, Is.EqualTo(MathPrecision.Fp8));
+
+        var grouped = OpBenchRegistry.ForOp("grouped-gemm").Where(c => c.RunsOn("cuda")).ToList();
+        Assert.That(grouped.Count(c => c.Name.Contains("masked", StringComparison.Ordinal)), Is.EqualTo(6));
+        Assert.That(grouped.Count(c => c.Name.Contains("contiguous", StringComparison.Ordinal)), Is.EqualTo(4));
+
+        var mla = OpBenchRegistry.ForOp("mla-decode").Where(c => c.RunsOn("cuda")).ToList();
+        Assert.That(mla.Select(c => c.Shape["h_q"]).Distinct(), Is.EquivalentTo(new long[] { 16, 32, 64, 128 }));
+        var m = mla.Single(c => c.Name == "mla-decode b=128 seqlen=4096 h_q=128 s_q=1 bf16");
+        double total = 128.0 * 4096;
+        Assert.That(m.Bytes, Is.EqualTo(total * 1 * 576 * 2 + 128.0 * 1 * 128 * (576 + 512) * 2));
+        Assert.That(m.Flops, Is.EqualTo(1 * total * 128 * (576 + 512) * 2));
+        Assert.That(OpBenchRegistry.All.Where(c => c.RunsOn("cpu")).Select(c => c.Op).Distinct(), Is.EquivalentTo(OpBenchRegistry.Ops),
+            "every op has at least one CPU case");
+    }
+
+    [Test]
     public void ReportRoundTripsAndRejectsForeignJson()
     {
         var c = OpBenchRegistry.ForOp("act-quant")[0];

@@ -1,6 +1,8 @@
 using System.Diagnostics;
 using DeepKernels.Cuda;
+using DeepKernels.Backends;
 using DeepKernels.Cuda.Emulation;
+using DeepKernels.Diagnostics;
 
 namespace DeepKernels.Tests.Emulation;
 
@@ -149,5 +151,17 @@ public class EmulatorDriverTests : EmulatorTestBase
         Driver.DestroyEvent(end);
         Driver.DestroyStream(stream);
         Assert.Throws<CudaException>(() => Driver.SynchronizeStream(stream));
+    }
+
+    [Test]
+    public void TheEmulatorIsABackendByNameOnly()
+    {
+        using (var emulated = BackendFactory.Create("cuda-emu"))
+            Assert.That(emulated.Name, Is.EqualTo("cuda-emu"));
+        Assert.That(BackendFactory.Names, Does.Contain("cuda-emu"));
+        using var auto = BackendFactory.Create("auto");
+        Assert.That(auto.Name, Is.Not.EqualTo("cuda-emu"), "auto never falls back to the emulator");
+        var report = SystemReport.Collect();
+        Assert.That(report.Backends.Select(b => (b.Name, b.Available)), Does.Contain(("cuda-emu", true)));
     }
 }

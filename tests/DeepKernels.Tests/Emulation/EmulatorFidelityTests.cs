@@ -106,4 +106,14 @@ public class EmulatorFidelityTests : EmulatorTestBase
             for (int t = 0; t < 64; t++)
                 Assert.That(got[b * 64 + t], Is.EqualTo((float)((t + 1) % floats + b)));
     }
+
+    [Test]
+    public void DeviceAssertionsFailTheLaunch()
+    {
+        Launch("dk_test_assert", new Dim3(2), new Dim3(32), new KernelArgs().Int(1));
+        var e = ExpectFailure(() => Launch("dk_test_assert", new Dim3(2), new Dim3(32), new KernelArgs().Int(3)));
+        Assert.That(e.Code, Is.EqualTo(710));
+        Assert.That(e.ErrorName, Is.EqualTo("CUDA_ERROR_ASSERT"));
+        Assert.That(e.Message, Does.Contain("dk_test_assert").And.Contain("thread (5,0,0)").And.Contain("assertion failed: value != 3"));
+    }
 }

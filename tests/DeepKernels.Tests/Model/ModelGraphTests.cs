@@ -21,12 +21,13 @@ public class ModelGraphTests
         using var model = TinyModelFixture.OneLayer(moe);
         Assert.That(model.Weights.Layers[0].Moe is not null, Is.EqualTo(moe));
         int[] prompt = [3, 1500, 77, 901, 12];
-        using var session = model.CreateSession(2, 16);
+        using var session = model.CreateSession(1, 16);
         int seq = session.CreateSequence();
         var actual = Logits(session, seq, prompt);
         var expected = new ModelReference(model).LastLogits(prompt);
         double diff = ModelReference.CalcDiff(actual, expected);
-        // DESIGN.md's closeness bound for FP8 GEMM chains (measured: ~1.3e-4 dense, ~2.4e-4 MoE).
+        // DESIGN.md's closeness bound for FP8 GEMM chains. Measured: ~1.3e-4 (dense) and ~2.4e-4 (MoE) although the
+        // reference mirrors the FP8 activation and BF16 cache roundings; the source of that residual is not yet found.
         Assert.That(diff, Is.LessThan(1e-3), $"calc_diff = {diff:E3}");
         Assert.That(TokenSampler.ArgMax(actual), Is.EqualTo(Array.IndexOf(expected, expected.Max())));
     }

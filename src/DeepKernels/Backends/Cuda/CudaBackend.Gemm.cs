@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using DeepKernels.Cuda;
 using DeepKernels.Cuda.Kernels;
 using DeepKernels.Ops.Gemm;
@@ -10,9 +11,16 @@ public sealed partial class CudaBackend : IFp8GemmBackend
     /// <summary>
     /// The portable (sm_80+) FP8 GEMM: <c>dk_fp8_gemm(const unsigned char* a, const void* sa,
     /// const unsigned char* b, const void* sb, void* d, int m, int n, int k, int sa_ue8m0,
-    /// int sb_ue8m0, int out_bf16, int accumulate)</c> (native/kernels/fp8_gemm.cu).
+    /// int sb_ue8m0, int out_bf16, int accumulate, int k_blocks_per_split, float* workspace)</c>
+    /// (native/kernels/fp8_gemm.cu); grid.z = K splits.
     /// </summary>
     internal const string Fp8GemmKernel = "dk_fp8_gemm";
+
+    /// <summary>Split-K reduction: <c>dk_fp8_gemm_reduce(const float* workspace, int splits, void* d, int m, int n, int out_bf16, int accumulate)</c>.</summary>
+    internal const string Fp8GemmReduceKernel = "dk_fp8_gemm_reduce";
+
+    /// <summary>Most K splits of one GEMM.</summary>
+    internal const int GemmMaxSplits = 16;
 
     /// <summary>Output tile of the portable GEMM kernels (rows and columns).</summary>
     internal const int GemmTile = 128;
@@ -39,17 +47,85 @@ public sealed partial class CudaBackend : IFp8GemmBackend
         int outBf16 = args.D.DType == DType.BFloat16 ? 1 : 0;
         int saSize = args.AScales.DType.SizeInBytes(), dSize = args.D.DType.SizeInBytes();
         uint colTiles = (uint)((args.N + GemmTile - 1) / GemmTile);
+        int accumulate = args.Options.Accumulate ? 1 : 0;
         for (int row0 = 0; row0 < args.M; row0 += GemmMaxRowsPerLaunch)
         {
             int rows = Math.Min(GemmMaxRowsPerLaunch, args.M - row0);
-            LaunchKernel(Fp8GemmKernel, new Dim3(colTiles, (uint)((rows + GemmTile - 1) / GemmTile)), new Dim3(GemmThreads), GemmSharedBytes,
-                KernelArg.Pointer(args.A.Data + (nint)row0 * args.K),
-                KernelArg.Pointer(args.AScales.Data + (nint)row0 * kBlocks * saSize),
-                KernelArg.Pointer(args.B),
-                KernelArg.Pointer(args.BScales),
-                KernelArg.Pointer(args.D.Data + (nint)row0 * args.N * dSize),
-                rows, args.N, args.K, saUe8m0, sbUe8m0, outBf16, args.Options.Accumulate ? 1 : 0);
+            uint rowTiles = (uint)((rows + GemmTile - 1) / GemmTile);
+            var (splits, perSplit) = GemmSplitK(rowTiles * (long)colTiles, kBlocks, Device.MultiprocessorCount);
+            var a = KernelArg.Pointer(args.A.Data + (nint)row0 * args.K);
+            var sa = KernelArg.Pointer(args.AScales.Data + (nint)row0 * kBlocks * saSize);
+            var d = KernelArg.Pointer(args.D.Data + (nint)row0 * args.N * dSize);
+            if (splits == 1)
+            {
+                LaunchKernel(Fp8GemmKernel, new Dim3(colTiles, rowTiles), new Dim3(GemmThreads), GemmSharedBytes,
+                    a, sa, KernelArg.Pointer(args.B), KernelArg.Pointer(args.BScales), d,
+                    rows, args.N, args.K, saUe8m0, sbUe8m0, outBf16, accumulate, kBlocks, KernelArg.Pointer(0));
+                continue;
+            }
+            lock (_scratchLock)
+            {
+                long count = (long)rows * args.N;
+                nint workspace = Scratch("gemm.workspace", splits * count * sizeof(float));
+                LaunchKernel(Fp8GemmKernel, new Dim3(colTiles, rowTiles, (uint)splits), new Dim3(GemmThreads), GemmSharedBytes,
+                    a, sa, KernelArg.Pointer(args.B), KernelArg.Pointer(args.BScales), d,
+                    rows, args.N, args.K, saUe8m0, sbUe8m0, outBf16, accumulate, perSplit, KernelArg.Pointer(workspace));
+                LaunchKernel(Fp8GemmReduceKernel, new Dim3((uint)((count + 255) / 256)), new Dim3(256), 0,
+                    KernelArg.Pointer(workspace), splits, d, rows, args.N, outBf16, accumulate);
+            }
         }
+    }
+
+    // ---- per-op device scratch, reused across calls ----
+
+    private readonly object _scratchLock = new();
+    private readonly Dictionary<string, TensorBuffer> _scratch = new(StringComparer.Ordinal);
+
+    /// <summary>
+    /// A device buffer of at least <paramref name="bytes"/> bytes for <paramref name="purpose"/>,
+    /// kept and reused by later calls so that steady-state ops allocate nothing. All work is
+    /// ordered on this backend's one stream, so a later call's writes land after the earlier
+    /// call's kernels have read it. Callers hold <c>_scratchLock</c> from here until their
+    /// launches are queued. A buffer that has to grow is released after the queued work.
+    /// </summary>
+    private nint Scratch(string purpose, long bytes)
+    {
+        bytes = Math.Max(bytes, 256);
+        if (_scratch.TryGetValue(purpose, out var buffer))
+        {
+            if (buffer.View.ByteCount >= bytes) return buffer.View.Data;
+            bytes = Math.Max(bytes, buffer.View.ByteCount * 2);
+            _scratch.Remove(purpose);
+            ReleaseAfterQueuedWork([buffer]);
+        }
+        buffer = Allocate(DType.UInt8, bytes);
+        _scratch[purpose] = buffer;
+        return buffer.View.Data;
+    }
+
+    /// <summary>Copies host ints into the scratch buffer of <paramref name="purpose"/> and returns them as an Int32 device tensor.</summary>
+    private TensorView ScratchInts(string purpose, ReadOnlySpan<int> values)
+    {
+        var view = new TensorView(Scratch(purpose, (long)values.Length * sizeof(int)), DType.Int32, MemoryLocation.Device, values.Length);
+        CopyFromHost(MemoryMarshal.AsBytes(values), view);
+        return view;
+    }
+
+    /// <summary>
+    /// K splits for a GEMM of <paramref name="tiles"/> output tiles and <paramref name="kBlocks"/>
+    /// 128-wide K blocks on <paramref name="multiprocessors"/> SMs: none while the tiles fill the
+    /// device; otherwise enough splits to fill it, each at least two K blocks, at most
+    /// <see cref="GemmMaxSplits"/>. Decode shapes (M &lt;= 16, e.g. N = 2112, K = 7168: 17 tiles)
+    /// would otherwise leave most SMs idle.
+    /// </summary>
+    internal static (int Splits, int BlocksPerSplit) GemmSplitK(long tiles, int kBlocks, int multiprocessors)
+    {
+        if (tiles >= multiprocessors || kBlocks < 4) return (1, kBlocks);
+        long wanted = (multiprocessors + tiles - 1) / tiles;
+        int splits = (int)Math.Min(Math.Min(wanted, kBlocks / 2), GemmMaxSplits);
+        if (splits <= 1) return (1, kBlocks);
+        int perSplit = (kBlocks + splits - 1) / splits;
+        return ((kBlocks + perSplit - 1) / perSplit, perSplit);
     }
 
     /// <summary>

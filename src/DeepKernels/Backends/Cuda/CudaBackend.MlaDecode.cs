@@ -45,18 +45,17 @@ public sealed partial class CudaBackend : IMlaDecodeBackend, IMlaCacheWriteBacke
         var schedule = a.Schedule;
         int rows = a.SQ * a.HQ, chunks = schedule.NumChunks;
 
-        var chunkTable = new int[3 * Math.Max(chunks, 1)];
+        var chunkTable = new int[3 * chunks];
         schedule.ChunkBatch.CopyTo(chunkTable);
         schedule.ChunkStart.CopyTo(chunkTable.AsSpan(chunks));
         schedule.ChunkEnd.CopyTo(chunkTable.AsSpan(2 * chunks));
-        var temps = new List<TensorBuffer>(6);
-        try
+        lock (_scratchLock)
         {
-            var chunkView = Track(temps, Upload<int>(chunkTable, DType.Int32, chunkTable.Length)).View;
-            var offsetView = Track(temps, Upload<int>(schedule.SequenceChunkOffsets, DType.Int32, a.Batch + 1)).View;
-            var seqlenView = Track(temps, Upload<int>(a.Seqlens, DType.Int32, a.Batch)).View;
-            var partialOut = Track(temps, Allocate(DType.Float32, Math.Max(chunks, 1), rows, Lat)).View;
-            var partialLse = Track(temps, Allocate(DType.Float32, Math.Max(chunks, 1), rows)).View;
+            var chunkView = ScratchInts("mla.chunks", chunkTable);
+            var offsetView = ScratchInts("mla.offsets", schedule.SequenceChunkOffsets);
+            var seqlenView = ScratchInts("mla.seqlens", a.Seqlens);
+            nint partialOut = Scratch("mla.out", (long)chunks * rows * Lat * sizeof(float));
+            nint partialLse = Scratch("mla.lse", (long)chunks * rows * sizeof(float));
             if (chunks > 0)
             {
                 LaunchKernel(MlaDecodeSplitKernel, new Dim3((uint)chunks, (uint)((rows + MlaRowsPerCta - 1) / MlaRowsPerCta)), new Dim3(256), MlaSplitSharedBytes,
@@ -72,37 +71,22 @@ public sealed partial class CudaBackend : IMlaDecodeBackend, IMlaCacheWriteBacke
                 KernelArg.Pointer(a.Output), a.Output.DType == DType.BFloat16 ? 1 : 0, KernelArg.Pointer(a.Lse),
                 a.Batch, a.SQ, a.HQ);
         }
-        finally
-        {
-            ReleaseAfterQueuedWork(temps);
-        }
     }
 
     void IMlaCacheWriteBackend.WriteLatents(in MlaCacheWriteArgs args)
     {
-        var temps = new List<TensorBuffer>(1);
-        try
+        lock (_scratchLock)
         {
-            var slots = Track(temps, Upload<int>(args.Slots, DType.Int32, args.Slots.Length)).View;
+            var slots = ScratchInts("mla.slots", args.Slots);
             LaunchKernel(MlaCacheWriteKernel, new Dim3((uint)args.Slots.Length), new Dim3(128), 0,
                 KernelArg.Pointer(args.Latents), args.Latents.DType == DType.BFloat16 ? 1 : 0,
                 KernelArg.Pointer(slots), KernelArg.Pointer(args.Storage), args.Layout == LatentCacheLayout.Fp8 ? 1 : 0, args.Slots.Length);
         }
-        finally
-        {
-            ReleaseAfterQueuedWork(temps);
-        }
-    }
-
-    private static TensorBuffer Track(List<TensorBuffer> temps, TensorBuffer buffer)
-    {
-        temps.Add(buffer);
-        return buffer;
     }
 
     /// <summary>
-    /// Frees per-call temporaries. Pool memory is freed in stream order, after the kernels that
-    /// use it; plain cuMemAlloc memory only once the stream has drained.
+    /// Frees temporaries. Pool memory is freed in stream order, after the kernels that use it;
+    /// plain cuMemAlloc memory only once the stream has drained.
     /// </summary>
     private void ReleaseAfterQueuedWork(List<TensorBuffer> temps)
     {

@@ -106,6 +106,7 @@ internal static unsafe partial class EmulatorNative
         500 => "CUDA_ERROR_NOT_FOUND",
         600 => "CUDA_ERROR_NOT_READY",
         700 => "CUDA_ERROR_ILLEGAL_ADDRESS",
+        710 => "CUDA_ERROR_ASSERT",
         716 => "CUDA_ERROR_MISALIGNED_ADDRESS",
         719 => "CUDA_ERROR_LAUNCH_FAILED",
         801 => "CUDA_ERROR_NOT_SUPPORTED",

@@ -47,8 +47,10 @@ public readonly struct KernelArg
     /// <summary>A device address.</summary>
     public static KernelArg Pointer(ulong address) => new(KernelArgKind.Pointer, 8, address);
 
-    /// <summary>The address of a device tensor.</summary>
-    public static KernelArg Pointer(TensorView tensor) => new(KernelArgKind.Pointer, 8, (ulong)tensor.Data);
+    /// <summary>The address of a device tensor; a host tensor is an <see cref="ArgumentException"/> (kernels cannot read it).</summary>
+    public static KernelArg Pointer(TensorView tensor) => tensor.Location == MemoryLocation.Device
+        ? new(KernelArgKind.Pointer, 8, (ulong)tensor.Data)
+        : throw new ArgumentException($"Expected a device tensor as a kernel argument, got {tensor}.", nameof(tensor));
 
     /// <summary>A 32-bit int.</summary>
     public static KernelArg Int32(int value) => new(KernelArgKind.Integer, 4, (uint)value);

@@ -20,7 +20,8 @@ namespace DeepKernels.Diagnostics.Benchmarking;
 //                  "precision": "fp32", "flops": 1835008, "bytes": 4616192, "arithmeticIntensity": 0.397,
 //                  "medianMs": 0.12, "minMs": 0.11, "maxMs": 0.2, "samplesMs": [ ... ],
 //                  "gflops": 15.3, "gbps": 38.4,
-//                  "percentComputePeak": 0.1 | null, "percentMemoryPeak": 10.2 | null } ]
+//                  "percentComputePeak": 0.1 | null, "percentMemoryPeak": 10.2 | null } ],
+//   "skipped": [ { "name": "gemm M=1 N=2112 K=7168", "reason": "Backend 'cuda' does not implement FP8 GEMM." } ]
 // }
 
 /// <summary>The ceilings a run is compared with: memory bandwidth and compute per precision.</summary>
@@ -85,6 +86,11 @@ public sealed record BenchCaseResult(
     double? PercentComputePeak,
     double? PercentMemoryPeak);
 
+/// <summary>A case that was not run, and why.</summary>
+/// <param name="Name">Case name.</param>
+/// <param name="Reason">Why it did not run.</param>
+public sealed record BenchSkip(string Name, string Reason);
+
 /// <summary>A whole `deepkernels bench` run (see the schema comment at the top of this file).</summary>
 public sealed record BenchReport(
     string Schema,
@@ -99,6 +105,9 @@ public sealed record BenchReport(
     BenchLimits Limits,
     IReadOnlyList<BenchCaseResult> Results)
 {
+    /// <summary>Cases that could not run on this backend (e.g. an op without a kernel yet), with the reason.</summary>
+    public IReadOnlyList<BenchSkip> Skipped { get; init; } = [];
+
     /// <summary>The schema identifier written into every report.</summary>
     public const string SchemaId = "deepkernels-bench/1";
 

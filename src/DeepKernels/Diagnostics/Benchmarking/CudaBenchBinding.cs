@@ -15,7 +15,7 @@ public sealed record CudaBenchTarget(ICudaDriver Driver, nint Stream, CudaDevice
 /// </summary>
 public static class CudaBenchBinding
 {
-    /// <summary>The timing target of a CUDA backend, or null for a backend that is not CUDA (or not yet wired).</summary>
+    /// <summary>The timing target of a CUDA backend (real driver or emulator), or null for any other backend.</summary>
     public static CudaBenchTarget? TryGetTarget(Backend backend)
     {
         ArgumentNullException.ThrowIfNull(backend);
@@ -23,7 +23,7 @@ public static class CudaBenchBinding
     }
 }
 
-/// <summary>Implemented by backends that can be timed with CUDA events.</summary>
+/// <summary>Implemented by backends that can be timed with CUDA events (the CUDA backend, over the real driver or the emulator).</summary>
 public interface ICudaBenchSource
 {
     /// <summary>The driver, stream and device to time on.</summary>

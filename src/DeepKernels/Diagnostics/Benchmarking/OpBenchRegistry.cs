@@ -24,6 +24,9 @@ public static class OpBenchRegistry
     {
         var cases = new List<OpBenchCase>();
         AddActivationQuantization(cases);
+        GemmBenchCases.Add(cases);
+        MoeRouterBenchCases.Add(cases);
+        MlaBenchCases.Add(cases);
         return cases;
     }
 

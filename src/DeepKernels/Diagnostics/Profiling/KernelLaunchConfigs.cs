@@ -17,6 +17,16 @@ public static class KernelLaunchConfigs
     [
         new("dk_quantize_act_fp8", 128, 0),
         new("dk_dequantize_weight_fp8", 128, 0),
+        // 3 stages x (16 KiB A + 16 KiB B) tiles.
+        new("dk_fp8_gemm", 256, 98304),
+        new("dk_grouped_gemm_contiguous", 256, 98304),
+        new("dk_grouped_gemm_masked", 256, 98304),
+        new("dk_mla_decode_split", 256, 164096),
+        new("dk_mla_decode_combine", 128, 0),
+        new("dk_mla_cache_write", 128, 0),
+        new("dk_moe_router", 128, 0),
+        new("dk_moe_gather", 128, 0),
+        new("dk_moe_combine", 256, 0),
     ];
 
     /// <summary>The configuration of a kernel, or null when it is not in the table.</summary>

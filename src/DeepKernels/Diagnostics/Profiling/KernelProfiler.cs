@@ -23,7 +23,7 @@ public sealed record KernelProfileReport(IReadOnlyList<KernelProfile> Kernels, I
 
 /// <summary>Where to look for the inputs; nulls mean "search the usual places".</summary>
 /// <param name="ReportPath">resource-report.json to read instead of the embedded/build one.</param>
-/// <param name="FatbinPath">Fatbin to disassemble instead of build/native/deepkernels.fatbin; its resources then come from cuobjdump unless <paramref name="ReportPath"/> is given.</param>
+/// <param name="FatbinPath">Fatbin to disassemble instead of the embedded or built one; its resources then come from cuobjdump unless <paramref name="ReportPath"/> is given.</param>
 /// <param name="CuobjdumpPath">cuobjdump to use instead of the one on PATH ("" disables SASS).</param>
 /// <param name="SearchRoot">Directory whose ancestors are searched for build/native (default: the current directory and the app's).</param>
 public sealed record ProfileOptions(string? ReportPath = null, string? FatbinPath = null, string? CuobjdumpPath = null, string? SearchRoot = null);
@@ -44,36 +44,50 @@ public static class KernelProfiler
         var notes = new List<string>();
         string? nativeDir = FindNativeBuildDir(options.SearchRoot);
 
-        // 1. Resources from ptxas (the build's report).
-        IReadOnlyList<KernelResources>? resources = null;
-        string? resourceSource = null;
-        if (options.ReportPath is not null)
+        // 1. The fatbin: --fatbin, else $DEEPKERNELS_FATBIN, else the one embedded in the library
+        //    (the pair the CUDA backend loads), else build/native of this checkout.
+        // 2. Its resources: --report, else the resource-report.json that belongs to that fatbin
+        //    (next to it on disk, or embedded with it), else cuobjdump -res-usage on it.
+        string? fatbin = options.FatbinPath;
+        string? reportPath = options.ReportPath;
+        string? embeddedReport = null;
+        if (fatbin is not null && !File.Exists(fatbin)) throw new FileNotFoundException($"Fatbin '{fatbin}' does not exist.", fatbin);
+        if (reportPath is not null && !File.Exists(reportPath)) throw new FileNotFoundException($"Resource report '{reportPath}' does not exist.", reportPath);
+        if (fatbin is null && Environment.GetEnvironmentVariable(FatbinEnvironmentVariable) is { Length: > 0 } env && File.Exists(env))
         {
-            if (!File.Exists(options.ReportPath)) throw new FileNotFoundException($"Resource report '{options.ReportPath}' does not exist.", options.ReportPath);
-            resources = KernelResourceReader.ParseReport(File.ReadAllText(options.ReportPath));
-            resourceSource = options.ReportPath;
+            fatbin = env;
+            reportPath ??= SiblingReport(env);
         }
-        else if (options.FatbinPath is not null)
+        if (fatbin is null && EmbeddedFatbin.Value is { } embeddedFatbin)
         {
-            // The build's report describes the build's fatbin, not this one: take resources from cuobjdump below.
+            fatbin = embeddedFatbin;
+            if (reportPath is null) embeddedReport = ReadEmbeddedReport();
         }
-        else if (ReadEmbeddedReport() is { } embedded)
+        if (fatbin is null && nativeDir is not null && File.Exists(Path.Combine(nativeDir, "deepkernels.fatbin")))
         {
-            resources = KernelResourceReader.ParseReport(embedded);
-            resourceSource = "embedded " + EmbeddedReportName;
+            fatbin = Path.Combine(nativeDir, "deepkernels.fatbin");
+            reportPath ??= SiblingReport(fatbin);
         }
-        else if (nativeDir is not null && File.Exists(Path.Combine(nativeDir, "resource-report.json")))
+        if (fatbin is null && reportPath is null)
         {
-            resourceSource = Path.Combine(nativeDir, "resource-report.json");
-            resources = KernelResourceReader.ParseReport(File.ReadAllText(resourceSource));
+            // No fatbin anywhere: a report alone still gives resources and occupancy.
+            embeddedReport = ReadEmbeddedReport();
+            if (embeddedReport is null && nativeDir is not null) reportPath = SiblingReport(Path.Combine(nativeDir, "deepkernels.fatbin"));
         }
 
-        // 2. The fatbin and cuobjdump for the SASS mix.
-        string? fatbin = options.FatbinPath;
-        if (fatbin is not null && !File.Exists(fatbin)) throw new FileNotFoundException($"Fatbin '{fatbin}' does not exist.", fatbin);
-        fatbin ??= Environment.GetEnvironmentVariable(FatbinEnvironmentVariable) is { Length: > 0 } env && File.Exists(env) ? env : null;
-        if (fatbin is null && nativeDir is not null && File.Exists(Path.Combine(nativeDir, "deepkernels.fatbin"))) fatbin = Path.Combine(nativeDir, "deepkernels.fatbin");
-        fatbin ??= ExtractEmbeddedFatbin();
+        IReadOnlyList<KernelResources>? resources = null;
+        string? resourceSource = null;
+        if (reportPath is not null)
+        {
+            resources = KernelResourceReader.ParseReport(File.ReadAllText(reportPath));
+            resourceSource = reportPath;
+        }
+        else if (embeddedReport is not null)
+        {
+            resources = KernelResourceReader.ParseReport(embeddedReport);
+            resourceSource = "embedded " + EmbeddedReportName;
+        }
+
         string? cuobjdump = options.CuobjdumpPath is null ? FindCuobjdump() : options.CuobjdumpPath.Length == 0 ? null : options.CuobjdumpPath;
 
         IReadOnlyList<SassInstructionMix> sass = [];
@@ -110,6 +124,12 @@ public static class KernelProfiler
         return new KernelProfileReport(profiles, archs, resourceSource, fatbin, cuobjdump, notes);
     }
 
+    private static string? SiblingReport(string fatbin)
+    {
+        string path = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(fatbin)) ?? ".", "resource-report.json");
+        return File.Exists(path) ? path : null;
+    }
+
     private static string? ReadEmbeddedReport()
     {
         var assembly = typeof(KernelProfiler).Assembly;
@@ -119,6 +139,9 @@ public static class KernelProfiler
         return reader.ReadToEnd();
     }
 
+    // Extracted once per process (cuobjdump needs a file).
+    private static readonly Lazy<string?> EmbeddedFatbin = new(ExtractEmbeddedFatbin);
+
     private static string? ExtractEmbeddedFatbin()
     {
         Assembly assembly = typeof(KernelProfiler).Assembly;
@@ -127,6 +150,17 @@ public static class KernelProfiler
         using var stream = assembly.GetManifestResourceStream(name)!;
         string path = Path.Combine(Path.GetTempPath(), $"deepkernels-{Environment.ProcessId}.fatbin");
         using (var file = File.Create(path)) stream.CopyTo(file);
+        AppDomain.CurrentDomain.ProcessExit += (_, _) =>
+        {
+            try
+            {
+                File.Delete(path);
+            }
+            catch (IOException)
+            {
+                // Best effort: a leftover temp file is harmless.
+            }
+        };
         return path;
     }
 
@@ -161,7 +195,21 @@ public static class KernelProfiler
         return null;
     }
 
+    // cuobjdump output per (tool, option, fatbin version): disassembly is slow and a process
+    // (tests, a CLI session) often profiles the same fatbin several times.
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, string> ToolCache = new(StringComparer.Ordinal);
+
     private static string RunTool(string tool, string option, string fatbin)
+    {
+        var info = new FileInfo(fatbin);
+        string key = $"{tool}|{option}|{info.FullName}|{info.Length}|{info.LastWriteTimeUtc.Ticks}";
+        if (ToolCache.TryGetValue(key, out string? cached)) return cached;
+        string text = RunToolUncached(tool, option, fatbin);
+        ToolCache[key] = text;
+        return text;
+    }
+
+    private static string RunToolUncached(string tool, string option, string fatbin)
     {
         var psi = new ProcessStartInfo(tool) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         psi.ArgumentList.Add(option);

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using DeepKernels.Backends;
 using DeepKernels.Backends.Cpu;
+using DeepKernels.Backends.Cuda;
 using DeepKernels.Formats;
 using DeepKernels.Ops.Gemm;
 using DeepKernels.Tensors;
@@ -64,6 +65,44 @@ public class CudaFp8GemmTests
     [TestCase(7, 200, 384)]
     [TestCase(129, 130, 144)]
     public void AccumulatesIntoFp32Output(int m, int n, int k) => Compare(Make(m, n, k, 5), DType.Float32, true);
+
+    // Few output tiles and many K blocks: the split-K path (partials in a workspace, ordered reduce).
+    [TestCase(7, 128, 1024, DType.Float32, true)]
+    [TestCase(3, 200, 1152, DType.BFloat16, false)]
+    public void SplitKMatchesCpu(int m, int n, int k, DType output, bool accumulate)
+    {
+        var cuda = CudaTestBackends.Get();
+        long tiles = (m + 127) / 128 * (long)((n + 127) / 128);
+        Assume.That(CudaBackend.GemmSplitK(tiles, (k + 127) / 128, cuda.Device.MultiprocessorCount).Splits, Is.GreaterThan(1), "this device needs no split for the shape");
+        Compare(Make(m, n, k, 13), output, accumulate);
+    }
+
+    [Test]
+    public void NaNCodesPropagateLikeCpu()
+    {
+        var cuda = CudaTestBackends.Get();
+        var x = Make(9, 140, 256, 21);
+        x.A[2 * x.K + 5] = 0x7F;    // row 2 of A
+        x.B[3 * x.K + 130] = 0xFF;  // row 3 of B (column 3 of D), negative NaN
+        var expected = Run(CpuBackend.Default, x, DType.Float32, false);
+        var actual = Run(cuda, x, DType.Float32, false);
+        var finiteActual = new List<float>();
+        var finiteExpected = new List<float>();
+        for (int i = 0; i < expected.Length; i++)
+        {
+            bool nan = i / x.N == 2 || i % x.N == 3;
+            Assert.That(float.IsNaN(expected[i]), Is.EqualTo(nan), $"CPU D[{i / x.N}, {i % x.N}]");
+            Assert.That(float.IsNaN(actual[i]), Is.EqualTo(nan), $"CUDA D[{i / x.N}, {i % x.N}] = {actual[i]}");
+            if (nan) continue;
+            finiteActual.Add(actual[i]);
+            finiteExpected.Add(expected[i]);
+        }
+        Assert.That(CalcDiff([.. finiteActual], [.. finiteExpected]), Is.LessThan(1e-6));
+    }
+
+    /// <summary>A decode shape with DeepSeek-V3's K = 7168 (56 K blocks, split-K on small devices).</summary>
+    [Test]
+    public void DecodeRowWithK7168MatchesCpu() => Compare(Make(1, 128, 7168, 71), DType.BFloat16, false);
 
     [TestCase(33, 150, 272)]
     public void Ue8m0ScalesMatchCpu(int m, int n, int k) => Compare(Make(m, n, k, 9), DType.Float32, false, DType.UE8M0);
