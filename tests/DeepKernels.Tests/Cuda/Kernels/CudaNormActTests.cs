@@ -174,6 +174,22 @@ public class CudaNormActTests
         TestContext.Out.WriteLine($"SiLU*mul rows={rows} I={inter}: max CUDA-CPU difference {worst} ulp; from float64: CUDA {worstCudaRef:F2} ulp, CPU {worstCpuRef:F2} ulp");
     }
 
+    [Test]
+    public void SiluAndMulSplitsBatchesPastTheGridYLimit()
+    {
+        // 65535 + 2 rows of one column: two launches, the second starting at row 65535.
+        var cuda = CudaTestBackends.Get();
+        const int rows = 65537;
+        var gateUp = Gaussian(rows * 2, new Random(5), 2.0);
+        var expected = RunSilu(CpuBackend.Default, gateUp, rows, 1);
+        var actual = RunSilu(cuda, gateUp, rows, 1);
+        for (int r = 0; r < rows; r++)
+        {
+            if (UlpDistance(actual[r], expected[r]) > SiluUlpBound)
+                Assert.Fail($"out[{r}, 0]: CUDA {actual[r]:R}, CPU {expected[r]:R}");
+        }
+    }
+
     private static float[] RunEmbedding(Backend backend, float[] table, DType tableType, int vocab, int h, int[] ids)
     {
         using var t = tableType == DType.Float32 ? Put(backend, table, DType.Float32, vocab, h) : Put(backend, table.Select(BFloat16.ToRaw).ToArray(), DType.BFloat16, vocab, h);
