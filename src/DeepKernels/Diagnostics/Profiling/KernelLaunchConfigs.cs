@@ -27,6 +27,9 @@ public static class KernelLaunchConfigs
         new("dk_moe_router", 128, 0),
         new("dk_moe_gather", 128, 0),
         new("dk_moe_combine", 256, 0),
+        new("dk_rms_norm", 256, 0),
+        new("dk_silu_and_mul", 256, 0),
+        new("dk_embedding_lookup", 256, 0),
     ];
 
     /// <summary>The configuration of a kernel, or null when it is not in the table.</summary>
