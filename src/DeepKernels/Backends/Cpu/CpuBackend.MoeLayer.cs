@@ -117,7 +117,7 @@ public sealed partial class CpuBackend : IMoeLayerBackend
     /// h = SiLU(gate) * up for rows of a [R, 2I] FP32 tensor (gate first), computed in place in
     /// the gate half, then quantized per 1x128 group. Rows whose m_index is -1 are skipped.
     /// </summary>
-    private void SiluMulQuantize(TensorView gateUp, TensorView? mIndices, int rows, int inter, TensorView q, TensorView scales)
+    internal void SiluMulQuantize(TensorView gateUp, TensorView? mIndices, int rows, int inter, TensorView q, TensorView scales)
     {
         int groups = ActivationQuantization.GroupCount(inter);
         ForTokens(rows, 4L * inter, (start, end) =>
