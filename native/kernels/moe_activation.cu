@@ -3,7 +3,7 @@
 // dk_silu_mul_quant_fp8: gate_up [rows, 2*inter] (FP32, or BF16 with gu_bf16) holds the grouped
 // gate_up GEMM output, gate in columns [0, inter), up in [inter, 2*inter). Per element, in FP32
 // and in the CPU backend's order (CpuBackend.MoeLayer.SiluMulQuantize):
-//   u = up * g;  s = 1 / (1 + exp(-g));  h = s * u
+//   u = up * g;  s = (float)(1 / (1 + exp(-g)) in FP64);  h = s * u
 // then h is quantized per 1x128 group exactly like dk_quantize_act_fp8 (amax over finite values,
 // scale = max(amax, 1e-4) / 448, E4M3 RNE saturating, NaN stays NaN) into q [rows, inter] and
 // FP32 scales [rows, ceil(inter/128)]. Rows whose m_indices entry is -1 (padding rows of the
@@ -39,7 +39,8 @@ dk_silu_mul_quant_fp8(const void* gate_up, int gu_bf16, const int* m_indices, un
     const float g = moe_activation::load_value(gate_up, base + col, gu_bf16);
     const float up = moe_activation::load_value(gate_up, base + inter + col, gu_bf16);
     const float u = up * g;
-    const float s = 1.0f / (1.0f + expf(-g));
+    // The sigmoid in FP64, rounded once: the CPU's definition, the same on any device.
+    const float s = static_cast<float>(1.0 / (1.0 + exp(-static_cast<double>(g))));
     h = s * u;
   }
   float a = fabsf(h);

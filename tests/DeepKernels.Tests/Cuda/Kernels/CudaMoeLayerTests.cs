@@ -15,7 +15,8 @@ public class CudaMoeLayerTests
 
     /// <summary>
     /// Gate/up rows with every kind of group: random, all zero, a tiny amax (scale clamps at
-    /// 1e-4/448), large values that overflow to +-inf in up*g, and NaNs.
+    /// 1e-4/448), large values that overflow to +-inf in up*g, NaNs, and negative gates (where the
+    /// sigmoid's last bit decides the group's scale).
     /// </summary>
     private static float[] ActivationRows(int rows, int inter, Random rng)
     {
@@ -24,12 +25,13 @@ public class CudaMoeLayerTests
         for (int r = 0; r < rows; r++)
         {
             int g = rng.Next(groups), start = r * 2 * inter + g * 128, end = Math.Min(start + 128, r * 2 * inter + inter);
-            switch (r % 5)
+            switch (r % 6)
             {
                 case 0: for (int i = start; i < end; i++) gu[i] = 0; break;                       // zero group
                 case 1: gu[start + 3] = float.NaN; gu[start + inter + 7] = float.NaN; break;       // NaN gate and NaN up
                 case 2: for (int i = start; i < end; i++) gu[i] *= 1e-6f; break;                  // amax below 1e-4
                 case 3: gu[start + 1] = 3e38f; gu[start + inter + 1] = 2f; gu[start + 2] = -80f; break; // inf product, saturated SiLU
+                case 4: for (int i = start; i < end; i++) gu[i] = -Math.Abs(gu[i]); break;        // sigmoid far from 1 at the group max
                 default: break;
             }
         }
