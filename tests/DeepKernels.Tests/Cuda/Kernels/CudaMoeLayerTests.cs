@@ -215,6 +215,11 @@ public class CudaMoeLayerTests
     public void LayerWithoutSharedExpertBFloat16MatchesCpu() =>
         CompareLayer(new MoeLayerConfig { Hidden = 384, Intermediate = 512, NumExperts = 3, TopK = 3 }, [1, 13], DType.BFloat16, 7);
 
+    // Alignment 1: segments share GEMM row tiles and there are no padding rows to skip.
+    [Test]
+    public void LayerWithUnpaddedSegmentsMatchesCpu() =>
+        CompareLayer(new MoeLayerConfig { Hidden = 256, Intermediate = 256, NumExperts = 4, TopK = 2, Alignment = 1 }, [13], DType.Float32, 11);
+
     [Test]
     public void LayerWithAllSlotsDroppedIsTheSharedExpert()
     {
