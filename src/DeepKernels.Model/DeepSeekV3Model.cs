@@ -1,6 +1,6 @@
 using DeepKernels.Backends;
 using DeepKernels.Memory.KvCache;
-using DeepKernels.Model.Attention;
+using DeepKernels.Ops.Mla;
 using DeepKernels.Model.Checkpoint;
 using DeepKernels.Model.Config;
 using DeepKernels.Model.Weights;
@@ -25,7 +25,7 @@ public sealed class DeepSeekV3Model : IDisposable
         Backend = backend;
         Weights = weights;
         Source = source;
-        Rope = YarnRope.For(config);
+        Rope = new YarnRope(config.QkRopeHeadDim, config.RopeTheta, config.RopeScaling?.ToYarnScaling() ?? YarnScaling.None);
         RouterConfig = config.NRoutedExperts == 0 ? null : new MoeRouterConfig
         {
             Scoring = config.ScoringFunc == "softmax" ? MoeScoring.Softmax : MoeScoring.Sigmoid,

@@ -2,7 +2,7 @@ using System.Numerics.Tensors;
 using DeepKernels.Formats;
 using DeepKernels.Memory.KvCache;
 using DeepKernels.Memory.Pool;
-using DeepKernels.Model.Attention;
+using DeepKernels.Ops.Mla;
 using DeepKernels.Model.Weights;
 using DeepKernels.Ops.Activation;
 using DeepKernels.Ops.Embedding;

@@ -27,6 +27,11 @@ public sealed record RopeScalingConfig
     /// <summary>YaRN temperature coefficient applied to all dims (enters the softmax scale squared).</summary>
     public double MScaleAllDim { get; init; }
 
+    /// <summary>The library's YaRN parameters for this config (no scaling when the factor is 1 or less).</summary>
+    public DeepKernels.Ops.Mla.YarnScaling ToYarnScaling() =>
+        Factor <= 1 ? DeepKernels.Ops.Mla.YarnScaling.None
+            : new DeepKernels.Ops.Mla.YarnScaling(Factor, OriginalMaxPositionEmbeddings, BetaFast, BetaSlow, MScale, MScaleAllDim);
+
     /// <summary>YaRN's magnitude correction: 0.1 * m * ln(factor) + 1 (1 when factor &lt;= 1).</summary>
     public static double YarnMScale(double factor, double m) => factor <= 1 ? 1.0 : 0.1 * m * Math.Log(factor) + 1.0;
 }

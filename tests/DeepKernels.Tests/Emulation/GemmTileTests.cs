@@ -61,7 +61,8 @@ public class GemmTileTests : EmulatorTestBase
         const uint smem = 98304;
         nint f = Function(kernel);
         Driver.SetFunctionAttribute(f, CudaFunctionAttribute.MaxDynamicSharedSizeBytes, (int)smem);
-        var args = new KernelArgs().Ptr(da).Ptr(dsa).Ptr(db).Ptr(dsb).Ptr(dd).Int(m).Int(n).Int(k).Int(0).Int(0).Int(0).Int(0);
+        // sa_ue8m0, sb_ue8m0, out_bf16, accumulate = 0; one split (k_blocks_per_split and workspace unused).
+        var args = new KernelArgs().Ptr(da).Ptr(dsa).Ptr(db).Ptr(dsb).Ptr(dd).Int(m).Int(n).Int(k).Int(0).Int(0).Int(0).Int(0).Int(kb).Ptr(0);
         var sw = Stopwatch.StartNew();
         args.Launch(Driver, f, new Dim3(1, 1), new Dim3(256), smem);
         double ms = sw.Elapsed.TotalMilliseconds;

@@ -1,6 +1,6 @@
 using DeepKernels.Backends.Cpu;
 using DeepKernels.Formats;
-using DeepKernels.Model.Attention;
+using DeepKernels.Ops.Mla;
 using DeepKernels.Model.Config;
 using DeepKernels.Ops.Activation;
 using DeepKernels.Ops.Embedding;
@@ -124,8 +124,8 @@ public class ModelOpsTests
     public void YarnFrequenciesFollowTheRampAndPlainRopeIsUnchanged()
     {
         var scaling = new RopeScalingConfig { Factor = 40, OriginalMaxPositionEmbeddings = 4096, BetaFast = 32, BetaSlow = 1, MScale = 1, MScaleAllDim = 1 };
-        var yarn = new YarnRope(64, 10000, scaling);
-        var plain = new YarnRope(64, 10000, null);
+        var yarn = new YarnRope(64, 10000, scaling.ToYarnScaling());
+        var plain = new YarnRope(64, 10000, YarnScaling.None);
         // Correction dims for V3: low = floor(64*ln(4096/(32*2pi))/(2 ln 1e4)) = 10, high = ceil(... beta 1 ...) = 23.
         double Corr(double rot) => 64 * Math.Log(4096 / (rot * 2 * Math.PI)) / (2 * Math.Log(10000));
         double low = Math.Floor(Corr(32)), high = Math.Ceiling(Corr(1));

@@ -114,10 +114,21 @@ public sealed partial class CpuBackend : IMoeLayerBackend
     }
 
     /// <summary>
-    /// h = SiLU(gate) * up for rows of a [R, 2I] FP32 tensor (gate first), computed in place in
-    /// the gate half, then quantized per 1x128 group. Rows whose m_index is -1 are skipped.
+    /// sigmoid(x) evaluated in float64 and rounded once to float32: unlike a vectorized float32
+    /// approximation, this has one portable result, which the CUDA kernel
+    /// (native/kernels/moe_activation.cu) reproduces.
     /// </summary>
-    private void SiluMulQuantize(TensorView gateUp, TensorView? mIndices, int rows, int inter, TensorView q, TensorView scales)
+    private static void SigmoidRoundedOnce(Span<float> x)
+    {
+        for (int i = 0; i < x.Length; i++) x[i] = (float)(1.0 / (1.0 + Math.Exp(-(double)x[i])));
+    }
+
+    /// <summary>
+    /// h = SiLU(gate) * up for rows of a [R, 2I] FP32 tensor (gate first), computed in place in
+    /// the gate half, then quantized per 1x128 group. Rows whose m_index is -1 are skipped. Also the reference
+    /// of the CUDA kernel dk_silu_mul_quant_fp8 (bit-exact tests).
+    /// </summary>
+    internal void SiluMulQuantize(TensorView gateUp, TensorView? mIndices, int rows, int inter, TensorView q, TensorView scales)
     {
         int groups = ActivationQuantization.GroupCount(inter);
         ForTokens(rows, 4L * inter, (start, end) =>
@@ -129,7 +140,7 @@ public sealed partial class CpuBackend : IMoeLayerBackend
                 var gate = all.Slice(r * 2 * inter, inter);
                 var up = all.Slice(r * 2 * inter + inter, inter);
                 TensorPrimitives.Multiply(up, gate, up);      // up * g
-                TensorPrimitives.Sigmoid(gate, gate);         // sigmoid(g)
+                SigmoidRoundedOnce(gate);                     // sigmoid(g)
                 TensorPrimitives.Multiply(gate, up, gate);    // g * sigmoid(g) * up
                 QuantizeRow(gate, q.AsSpan<Float8E4M3>().Slice(r * inter, inter), scales.AsSpan<float>().Slice(r * groups, groups));
             }

@@ -19,6 +19,8 @@ public static class KernelLaunchConfigs
         new("dk_dequantize_weight_fp8", 128, 0),
         // 3 stages x (16 KiB A + 16 KiB B) tiles.
         new("dk_fp8_gemm", 256, 98304),
+        new("dk_fp8_gemm_reduce", 256, 0),
+        new("dk_fp8_quantize_weight_blocks", 256, 0),
         new("dk_grouped_gemm_contiguous", 256, 98304),
         new("dk_grouped_gemm_masked", 256, 98304),
         new("dk_mla_decode_split", 256, 164096),
@@ -27,6 +29,10 @@ public static class KernelLaunchConfigs
         new("dk_moe_router", 128, 0),
         new("dk_moe_gather", 128, 0),
         new("dk_moe_combine", 256, 0),
+        new("dk_silu_mul_quant_fp8", 128, 0),
+        new("dk_rms_norm", 256, 0),
+        new("dk_silu_and_mul", 256, 0),
+        new("dk_embedding_lookup", 256, 0),
     ];
 
     /// <summary>The configuration of a kernel, or null when it is not in the table.</summary>

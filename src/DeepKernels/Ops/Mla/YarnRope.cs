@@ -36,14 +36,17 @@ public sealed record YarnScaling(double Factor = 40, int OriginalMaxPositionEmbe
 /// therefore attention are identical. Cached k_pe here is interleaved.
 /// </para>
 /// </summary>
-internal sealed class YarnRope
+public sealed class YarnRope
 {
     private readonly double[] _invFreq;
     private readonly double _mscale;
 
+    /// <summary>Builds the frequencies for a RoPE width of <paramref name="dim"/> (even) and base <paramref name="theta"/>.</summary>
     public YarnRope(int dim, double theta, YarnScaling scaling)
     {
-        if (dim <= 0 || dim % 2 != 0) throw new ArgumentException($"Expected an even rope dim > 0, got {dim}.", nameof(dim));
+        ArgumentNullException.ThrowIfNull(scaling);
+        if (dim <= 0 || dim % 2 != 0) throw new ArgumentOutOfRangeException(nameof(dim), dim, $"Expected an even RoPE width > 0, got {dim}.");
+        if (!(theta > 1)) throw new ArgumentOutOfRangeException(nameof(theta), theta, $"Expected a RoPE base > 1, got {theta}.");
         Dim = dim;
         int half = dim / 2;
         _invFreq = new double[half];
@@ -75,6 +78,36 @@ internal sealed class YarnRope
 
     /// <summary>Rotation frequency of pair i (radians per position).</summary>
     public ReadOnlySpan<double> InverseFrequencies => _invFreq;
+
+    /// <summary>Multiplier of cos and sin (YaRN's mscale ratio; 1 for DeepSeek-V3).</summary>
+    public double Magnitude => _mscale;
+
+    /// <summary>Fills cos and sin (length dim/2, magnitude included) for <paramref name="position"/>.</summary>
+    public void CosSin(long position, Span<float> cos, Span<float> sin)
+    {
+        if (position < 0) throw new ArgumentOutOfRangeException(nameof(position), position, "Expected a position >= 0.");
+        if (cos.Length != Dim / 2 || sin.Length != Dim / 2)
+            throw new ArgumentException($"Expected cos and sin of length {Dim / 2}, got {cos.Length} and {sin.Length}.", nameof(cos));
+        for (int i = 0; i < cos.Length; i++)
+        {
+            double angle = position * _invFreq[i];
+            cos[i] = (float)(Math.Cos(angle) * _mscale);
+            sin[i] = (float)(Math.Sin(angle) * _mscale);
+        }
+    }
+
+    /// <summary>Rotates the interleaved pairs of <paramref name="x"/> (length 2 * cos.Length) in place with precomputed cos/sin.</summary>
+    public static void Apply(Span<float> x, ReadOnlySpan<float> cos, ReadOnlySpan<float> sin)
+    {
+        if (x.Length != 2 * cos.Length || sin.Length != cos.Length)
+            throw new ArgumentException($"Expected x of length 2 * {cos.Length} and sin of length {cos.Length}, got {x.Length} and {sin.Length}.", nameof(x));
+        for (int i = 0; i < cos.Length; i++)
+        {
+            float a = x[2 * i], b = x[2 * i + 1];
+            x[2 * i] = a * cos[i] - b * sin[i];
+            x[2 * i + 1] = a * sin[i] + b * cos[i];
+        }
+    }
 
     /// <summary>Rotates <paramref name="x"/> (length <see cref="Dim"/>, interleaved pairs) to <paramref name="position"/> in place.</summary>
     public void Apply(Span<float> x, long position)
