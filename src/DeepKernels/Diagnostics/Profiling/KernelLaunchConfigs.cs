@@ -20,6 +20,8 @@ public static class KernelLaunchConfigs
         // 3 stages x (16 KiB A + 16 KiB B) tiles.
         new("dk_fp8_gemm", 256, 98304),
         new("dk_fp8_gemm_reduce", 256, 0),
+        // Hopper: producer + 2 consumer warp groups; 4 stages x 32 KiB + 1 KiB alignment slack.
+        new("dk_fp8_gemm_sm90", 384, 4 * 32768 + 1024),
         new("dk_fp8_quantize_weight_blocks", 256, 0),
         new("dk_grouped_gemm_contiguous", 256, 98304),
         new("dk_grouped_gemm_masked", 256, 98304),
