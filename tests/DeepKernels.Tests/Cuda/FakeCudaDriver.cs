@@ -32,6 +32,9 @@ internal sealed unsafe class FakeCudaDriver : ICudaDriver, IDisposable
 
     public int LaunchArgumentCount { get; set; }
 
+    /// <summary>The stream of every stream-ordered allocation and free, in call order.</summary>
+    public List<nint> AsyncStreams { get; } = [];
+
     private void Count(string call)
     {
         if (Broken) throw new CudaException(call, 4, "CUDA_ERROR_DEINITIALIZED", "driver shutting down");
@@ -100,6 +103,7 @@ internal sealed unsafe class FakeCudaDriver : ICudaDriver, IDisposable
     {
         if (!PoolSupported) throw new CudaException("cuMemAllocFromPoolAsync", 801, "CUDA_ERROR_NOT_SUPPORTED", "operation not supported");
         Count("allocAsync");
+        lock (_gate) AsyncStreams.Add(stream);
         ulong p = (ulong)NativeMemory.AllocZeroed(bytes);
         lock (_gate) _allocations.Add(p, bytes);
         return p;
@@ -108,6 +112,7 @@ internal sealed unsafe class FakeCudaDriver : ICudaDriver, IDisposable
     public void FreeAsync(ulong pointer, nint stream)
     {
         Count("freeAsync");
+        lock (_gate) AsyncStreams.Add(stream);
         lock (_gate) _allocations.Remove(pointer);
         NativeMemory.Free((void*)pointer);
     }

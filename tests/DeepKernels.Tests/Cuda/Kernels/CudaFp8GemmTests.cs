@@ -13,37 +13,11 @@ namespace DeepKernels.Tests.Cuda.Kernels;
 [Category("Cuda")]
 public class CudaFp8GemmTests
 {
-    private sealed record Inputs(int M, int N, int K, byte[] A, float[] Sa, byte[] B, float[] Sb, float[] D0);
-
-    private static Inputs Make(int m, int n, int k, int seed)
-    {
-        var rng = new Random(seed);
-        int kb = Fp8Gemm.BlockCount(k), nb = Fp8Gemm.BlockCount(n);
-        return new Inputs(m, n, k, Fp8Codes(m * k, rng), Scales(m * kb, rng), Fp8Codes(n * k, rng), Scales(nb * kb, rng), Gaussian(m * n, rng));
-    }
-
-    private static float[] Run(Backend backend, Inputs x, DType output, bool accumulate, DType scaleType = DType.Float32)
-    {
-        int kb = Fp8Gemm.BlockCount(x.K), nb = Fp8Gemm.BlockCount(x.N);
-        using var a = Put(backend, x.A, DType.Float8E4M3, x.M, x.K);
-        using var b = Put(backend, x.B, DType.Float8E4M3, x.N, x.K);
-        using var sa = scaleType == DType.Float32
-            ? Put(backend, x.Sa, DType.Float32, x.M, kb)
-            : Put(backend, x.Sa.Select(UE8M0.FromSingleRoundUp).ToArray(), DType.UE8M0, x.M, kb);
-        using var sb = scaleType == DType.Float32
-            ? Put(backend, x.Sb, DType.Float32, nb, kb)
-            : Put(backend, x.Sb.Select(UE8M0.FromSingleRoundUp).ToArray(), DType.UE8M0, nb, kb);
-        using var d = output == DType.Float32 ? Put(backend, x.D0, DType.Float32, x.M, x.N) : backend.Allocate(DType.BFloat16, x.M, x.N);
-        Fp8Gemm.Run(backend, a, sa, b, sb, d, new Fp8GemmOptions { Accumulate = accumulate });
-        backend.Synchronize();
-        return ReadFloats(backend, d);
-    }
-
-    private static void Compare(Inputs x, DType output, bool accumulate, DType scaleType = DType.Float32)
+    private static void Compare(Fp8GemmInputs x, DType output, bool accumulate, DType scaleType = DType.Float32)
     {
         var cuda = CudaTestBackends.Get();
-        var expected = Run(CpuBackend.Default, x, output, accumulate, scaleType);
-        var actual = Run(cuda, x, output, accumulate, scaleType);
+        var expected = x.Run(CpuBackend.Default, output, accumulate, scaleType);
+        var actual = x.Run(cuda, output, accumulate, scaleType);
         AssertAllFinite(actual, "D");
         double diff = CalcDiff(actual, expected);
         // The spec bound is 1e-3; both sides accumulate exact FP8 products in FP32 per 128-K
@@ -59,12 +33,12 @@ public class CudaFp8GemmTests
         [Values(DType.Float32, DType.BFloat16)] DType output)
     {
         var (n, k) = shape switch { 0 => (128, 256), 1 => (200, 384), _ => (256, 512) };
-        Compare(Make(m, n, k, m * 31 + shape), output, false);
+        Compare(Fp8GemmInputs.Make(m, n, k, m * 31 + shape), output, false);
     }
 
     [TestCase(7, 200, 384)]
     [TestCase(129, 130, 144)]
-    public void AccumulatesIntoFp32Output(int m, int n, int k) => Compare(Make(m, n, k, 5), DType.Float32, true);
+    public void AccumulatesIntoFp32Output(int m, int n, int k) => Compare(Fp8GemmInputs.Make(m, n, k, 5), DType.Float32, true);
 
     // Few output tiles and many K blocks: the split-K path (partials in a workspace, ordered reduce).
     [TestCase(7, 128, 1024, DType.Float32, true)]
@@ -74,18 +48,18 @@ public class CudaFp8GemmTests
         var cuda = CudaTestBackends.Get();
         long tiles = (m + 127) / 128 * (long)((n + 127) / 128);
         Assume.That(CudaBackend.GemmSplitK(tiles, (k + 127) / 128, cuda.Device.MultiprocessorCount).Splits, Is.GreaterThan(1), "this device needs no split for the shape");
-        Compare(Make(m, n, k, 13), output, accumulate);
+        Compare(Fp8GemmInputs.Make(m, n, k, 13), output, accumulate);
     }
 
     [Test]
     public void NaNCodesPropagateLikeCpu()
     {
         var cuda = CudaTestBackends.Get();
-        var x = Make(9, 140, 256, 21);
+        var x = Fp8GemmInputs.Make(9, 140, 256, 21);
         x.A[2 * x.K + 5] = 0x7F;    // row 2 of A
         x.B[3 * x.K + 130] = 0xFF;  // row 3 of B (column 3 of D), negative NaN
-        var expected = Run(CpuBackend.Default, x, DType.Float32, false);
-        var actual = Run(cuda, x, DType.Float32, false);
+        var expected = x.Run(CpuBackend.Default, DType.Float32, false);
+        var actual = x.Run(cuda, DType.Float32, false);
         var finiteActual = new List<float>();
         var finiteExpected = new List<float>();
         for (int i = 0; i < expected.Length; i++)
@@ -102,10 +76,10 @@ public class CudaFp8GemmTests
 
     /// <summary>A decode shape with DeepSeek-V3's K = 7168 (56 K blocks, split-K on small devices).</summary>
     [Test]
-    public void DecodeRowWithK7168MatchesCpu() => Compare(Make(1, 128, 7168, 71), DType.BFloat16, false);
+    public void DecodeRowWithK7168MatchesCpu() => Compare(Fp8GemmInputs.Make(1, 128, 7168, 71), DType.BFloat16, false);
 
     [TestCase(33, 150, 272)]
-    public void Ue8m0ScalesMatchCpu(int m, int n, int k) => Compare(Make(m, n, k, 9), DType.Float32, false, DType.UE8M0);
+    public void Ue8m0ScalesMatchCpu(int m, int n, int k) => Compare(Fp8GemmInputs.Make(m, n, k, 9), DType.Float32, false, DType.UE8M0);
 
     [Test]
     public void KNotAMultipleOf16IsRejectedBeforeLaunch()
@@ -141,10 +115,10 @@ public class CudaFp8GemmTests
     public void OneTileWithK512IsFastEnough()
     {
         var cuda = CudaTestBackends.Get();
-        var x = Make(128, 128, 512, 77);
-        Run(cuda, x, DType.Float32, false); // warm-up (module, allocations)
+        var x = Fp8GemmInputs.Make(128, 128, 512, 77);
+        x.Run(cuda, DType.Float32, false); // warm-up (module, allocations)
         var watch = Stopwatch.StartNew();
-        Run(cuda, x, DType.Float32, false);
+        x.Run(cuda, DType.Float32, false);
         watch.Stop();
         TestContext.Out.WriteLine($"dk_fp8_gemm 128x128x512 on {cuda.Name}: {watch.Elapsed.TotalMilliseconds:F1} ms");
         Assert.That(watch.Elapsed.TotalSeconds, Is.LessThan(2.0));

@@ -19,8 +19,6 @@ namespace DeepKernels.Tests.Cuda.Kernels;
 [Category("Cuda")]
 public class Fp8GemmSm90Tests
 {
-    private sealed record Inputs(int M, int N, int K, byte[] A, float[] Sa, byte[] B, float[] Sb, float[] D0);
-
     private static CudaBackend Hopper()
     {
         var cuda = CudaTestBackends.Get();
@@ -29,40 +27,12 @@ public class Fp8GemmSm90Tests
         return cuda;
     }
 
-    private static Inputs Make(int m, int n, int k, int seed)
-    {
-        var rng = new Random(seed);
-        int kb = Fp8Gemm.BlockCount(k), nb = Fp8Gemm.BlockCount(n);
-        return new Inputs(m, n, k, Fp8Codes(m * k, rng), Scales(m * kb, rng), Fp8Codes(n * k, rng), Scales(nb * kb, rng), Gaussian(m * n, rng));
-    }
-
-    private static float[] Run(Backend backend, Inputs x, DType output, bool accumulate, DType scaleType, bool sm90)
-    {
-        int kb = Fp8Gemm.BlockCount(x.K), nb = Fp8Gemm.BlockCount(x.N);
-        using var a = Put(backend, x.A, DType.Float8E4M3, x.M, x.K);
-        using var b = Put(backend, x.B, DType.Float8E4M3, x.N, x.K);
-        using var sa = scaleType == DType.Float32
-            ? Put(backend, x.Sa, DType.Float32, x.M, kb)
-            : Put(backend, x.Sa.Select(UE8M0.FromSingleRoundUp).ToArray(), DType.UE8M0, x.M, kb);
-        using var sb = scaleType == DType.Float32
-            ? Put(backend, x.Sb, DType.Float32, nb, kb)
-            : Put(backend, x.Sb.Select(UE8M0.FromSingleRoundUp).ToArray(), DType.UE8M0, nb, kb);
-        using var d = output == DType.Float32 ? Put(backend, x.D0, DType.Float32, x.M, x.N) : backend.Allocate(DType.BFloat16, x.M, x.N);
-        var options = new Fp8GemmOptions { Accumulate = accumulate };
-        if (sm90)
-            ((CudaBackend)backend).Fp8GemmSm90(new Fp8GemmArgs(a.View, sa.View, b.View, sb.View, d.View, x.M, x.N, x.K, options));
-        else
-            Fp8Gemm.Run(backend, a, sa, b, sb, d, options);
-        backend.Synchronize();
-        return ReadFloats(backend, d);
-    }
-
-    private static void Compare(Inputs x, DType output, bool accumulate = false, DType scaleType = DType.Float32)
+    private static void Compare(Fp8GemmInputs x, DType output, bool accumulate = false, DType scaleType = DType.Float32)
     {
         var cuda = Hopper();
-        var expected = Run(CpuBackend.Default, x, output, accumulate, scaleType, false);
+        var expected = x.Run(CpuBackend.Default, output, accumulate, scaleType);
         var watch = Stopwatch.StartNew();
-        var actual = Run(cuda, x, output, accumulate, scaleType, true);
+        var actual = x.Run(cuda, output, accumulate, scaleType, args => cuda.Fp8GemmSm90(args));
         watch.Stop();
         AssertAllFinite(actual, "D");
         double diff = CalcDiff(actual, expected);
@@ -78,20 +48,20 @@ public class Fp8GemmSm90Tests
     [TestCase(100, 200, 384, DType.BFloat16)]
     [TestCase(1, 256, 512, DType.BFloat16)]    // decode row
     [TestCase(129, 130, 144, DType.Float32)]   // K tail inside the second block; 2x2 tiles over the persistent loop
-    public void MatchesCpu(int m, int n, int k, DType output) => Compare(Make(m, n, k, m * 31 + n + k), output);
+    public void MatchesCpu(int m, int n, int k, DType output) => Compare(Fp8GemmInputs.Make(m, n, k, m * 31 + n + k), output);
 
     [Test]
-    public void AccumulatesIntoFp32Output() => Compare(Make(7, 200, 384, 5), DType.Float32, accumulate: true);
+    public void AccumulatesIntoFp32Output() => Compare(Fp8GemmInputs.Make(7, 200, 384, 5), DType.Float32, accumulate: true);
 
     [Test]
-    public void Ue8m0ScalesMatchCpu() => Compare(Make(33, 150, 272, 9), DType.Float32, scaleType: DType.UE8M0);
+    public void Ue8m0ScalesMatchCpu() => Compare(Fp8GemmInputs.Make(33, 150, 272, 9), DType.Float32, scaleType: DType.UE8M0);
 
     [Test]
     public void MoreTilesThanSmsRunThroughThePersistentLoop()
     {
         // 17 tiles of 128x128 (> the emulator's 8 SMs by default): every CTA takes several tiles and the
         // stage ring wraps across tile boundaries.
-        Compare(Make(128 * 17, 128, 128, 3), DType.Float32);
+        Compare(Fp8GemmInputs.Make(128 * 17, 128, 128, 3), DType.Float32);
     }
 
     [TestCase(null, false, false)]

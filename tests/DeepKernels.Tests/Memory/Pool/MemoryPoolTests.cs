@@ -1,4 +1,4 @@
-using DeepKernels.Cuda;
+using DeepKernels.Tests.Cuda;
 using DeepKernels.Memory.Pool;
 using DeepKernels.Tensors;
 
@@ -84,7 +84,7 @@ public class MemoryPoolTests
     [Test]
     public void DeviceArenaGoesThroughTheStreamOrderedAllocator()
     {
-        var driver = new FakeDriver();
+        using var driver = new FakeCudaDriver();
         using (var pool = new MemoryPool(new CudaStreamOrderedSource(driver, stream: 42)))
         using (var arena = new WorkspaceArena(pool))
         {
@@ -97,50 +97,9 @@ public class MemoryPoolTests
             }
             Assert.Throws<InvalidOperationException>(() => arena.TakeSpan<float>(4));
             // Step 0 rents two overflow blocks; the folded block after it reuses the larger one from the pool cache.
-            Assert.That(driver.Allocations, Is.EqualTo(2));
-            Assert.That(driver.Streams.Distinct(), Is.EqualTo(new nint[] { 42 }));
+            Assert.That(driver.CallCount("allocAsync"), Is.EqualTo(2));
+            Assert.That(driver.AsyncStreams.Distinct(), Is.EqualTo(new nint[] { 42 }));
         }
-        Assert.That(driver.Live, Is.Zero, "every block is freed on dispose");
-    }
-
-    /// <summary>Records AllocateAsync/FreeAsync; everything else is unused here.</summary>
-    private sealed class FakeDriver : ICudaDriver
-    {
-        private ulong _next = 0x1000_0000;
-        public int Allocations { get; private set; }
-        public int Live { get; private set; }
-        public List<nint> Streams { get; } = [];
-        public ulong AllocateAsync(nuint bytes, nint stream) { Allocations++; Live++; Streams.Add(stream); ulong p = _next; _next += (bytes + 255) / 256 * 256; return p; }
-        public void FreeAsync(ulong pointer, nint stream) { Live--; Streams.Add(stream); }
-        public string Name => "fake";
-        public CudaProbeResult Probe() => throw new NotSupportedException();
-        public int DeviceCount => 0;
-        public CudaDeviceInfo GetDeviceInfo(int ordinal) => throw new NotSupportedException();
-        public nint RetainPrimaryContext(int ordinal) => throw new NotSupportedException();
-        public void ReleasePrimaryContext(int ordinal) => throw new NotSupportedException();
-        public void SetCurrentContext(nint context) => throw new NotSupportedException();
-        public nint LoadModule(ReadOnlySpan<byte> image) => throw new NotSupportedException();
-        public void UnloadModule(nint module) => throw new NotSupportedException();
-        public nint GetFunction(nint module, string name) => throw new NotSupportedException();
-        public int GetFunctionAttribute(nint function, CudaFunctionAttribute attribute) => throw new NotSupportedException();
-        public void SetFunctionAttribute(nint function, CudaFunctionAttribute attribute, int value) => throw new NotSupportedException();
-        public int MaxActiveBlocksPerMultiprocessor(nint function, int blockSize, nuint dynamicSharedBytes) => throw new NotSupportedException();
-        public ulong Allocate(nuint bytes) => throw new NotSupportedException();
-        public void Free(ulong pointer) => throw new NotSupportedException();
-        public nint AllocateHost(nuint bytes) => throw new NotSupportedException();
-        public void FreeHost(nint pointer) => throw new NotSupportedException();
-        public void CopyHostToDevice(ulong destination, nint source, nuint bytes, nint stream) => throw new NotSupportedException();
-        public void CopyDeviceToHost(nint destination, ulong source, nuint bytes, nint stream) => throw new NotSupportedException();
-        public void CopyDeviceToDevice(ulong destination, ulong source, nuint bytes, nint stream) => throw new NotSupportedException();
-        public void Memset(ulong destination, byte value, nuint bytes, nint stream) => throw new NotSupportedException();
-        public nint CreateStream() => throw new NotSupportedException();
-        public void DestroyStream(nint stream) => throw new NotSupportedException();
-        public void SynchronizeStream(nint stream) => throw new NotSupportedException();
-        public nint CreateEvent() => throw new NotSupportedException();
-        public void DestroyEvent(nint evt) => throw new NotSupportedException();
-        public void RecordEvent(nint evt, nint stream) => throw new NotSupportedException();
-        public void SynchronizeEvent(nint evt) => throw new NotSupportedException();
-        public float ElapsedMilliseconds(nint start, nint end) => throw new NotSupportedException();
-        public unsafe void LaunchKernel(nint function, Dim3 grid, Dim3 block, uint dynamicSharedBytes, nint stream, void** arguments, Dim3 cluster) => throw new NotSupportedException();
+        Assert.That(driver.LiveAllocations, Is.Zero, "every block is freed on dispose");
     }
 }
