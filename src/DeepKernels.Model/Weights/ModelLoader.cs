@@ -4,6 +4,7 @@ using DeepKernels.Backends;
 using DeepKernels.Formats;
 using DeepKernels.Model.Checkpoint;
 using DeepKernels.Model.Config;
+using DeepKernels.Model.Safetensors;
 using DeepKernels.Ops.Quantize;
 using DeepKernels.Tensors;
 
@@ -230,6 +231,20 @@ public static class ModelLoader
         public MlpWeights Mlp(string prefix, int inter, int h) =>
             new(Linear(prefix + "gate_proj.weight", inter, h), Linear(prefix + "up_proj.weight", inter, h), Linear(prefix + "down_proj.weight", h, inter));
 
+        /// <summary>The F32 <c>weight_scale_inv</c> [nb, kb] of an FP8 projection, checked finite and positive.</summary>
+        private SafetensorsTensor ScaleInv(string name, int nb, int kb)
+        {
+            string scaleName = name + "_scale_inv";
+            var s = Checkpoint.Get(scaleName, F32, nb, kb);
+            var values = MemoryMarshal.Cast<byte, float>(CheckpointDirectory.Bytes(s));
+            for (int i = 0; i < values.Length; i++)
+            {
+                if (!float.IsFinite(values[i]) || values[i] <= 0)
+                    throw new CheckpointException(s.File.Path, scaleName, $"scale [{i / kb}, {i % kb}] = {values[i]} is not finite and > 0.");
+            }
+            return s;
+        }
+
         /// <summary>Codes and block scales of a projection (BF16/F32 weights are quantized here), copied out.</summary>
         public (Float8E4M3[] Codes, float[] Scales) ReadProjection(string name, int n, int k)
         {
@@ -237,14 +252,8 @@ public static class ModelLoader
             int nb = WeightQuantization.BlockCount(n), kb = WeightQuantization.BlockCount(k);
             if (t.DType == DType.Float8E4M3)
             {
-                string scaleName = name + "_scale_inv";
-                var s = Checkpoint.Get(scaleName, F32, nb, kb);
+                var s = ScaleInv(name, nb, kb);
                 var scaleValues = MemoryMarshal.Cast<byte, float>(CheckpointDirectory.Bytes(s));
-                for (int i = 0; i < scaleValues.Length; i++)
-                {
-                    if (!float.IsFinite(scaleValues[i]) || scaleValues[i] <= 0)
-                        throw new CheckpointException(s.File.Path, scaleName, $"scale [{i / kb}, {i % kb}] = {scaleValues[i]} is not finite and > 0.");
-                }
                 return (MemoryMarshal.Cast<byte, Float8E4M3>(CheckpointDirectory.Bytes(t)).ToArray(), scaleValues.ToArray());
             }
             float[] values = new float[(long)n * k];
@@ -338,14 +347,8 @@ public static class ModelLoader
             TensorBuffer weight, scales;
             if (t.DType == DType.Float8E4M3)
             {
-                string scaleName = name + "_scale_inv";
-                var s = Checkpoint.Get(scaleName, F32, nb, kb);
+                var s = ScaleInv(name, nb, kb);
                 var scaleValues = MemoryMarshal.Cast<byte, float>(CheckpointDirectory.Bytes(s));
-                for (int i = 0; i < scaleValues.Length; i++)
-                {
-                    if (!float.IsFinite(scaleValues[i]) || scaleValues[i] <= 0)
-                        throw new CheckpointException(s.File.Path, scaleName, $"scale [{i / kb}, {i % kb}] = {scaleValues[i]} is not finite and > 0.");
-                }
                 weight = Own(backend.Upload(CheckpointDirectory.Bytes(t), DType.Float8E4M3, n, k));
                 scales = Own(backend.Upload(CheckpointDirectory.Bytes(s), DType.Float32, nb, kb));
             }
