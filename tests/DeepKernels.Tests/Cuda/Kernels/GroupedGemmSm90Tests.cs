@@ -183,6 +183,60 @@ public class GroupedGemmSm90Tests
         Compare(Inputs.Masked([128, 1, 0, 100, 128, 77], 128, 256, 128, 23), DType.Float32, label: "persistent");
     }
 
+    /// <summary>Emulator counters over one action: CTAs launched, threads per CTA, fiber switches.</summary>
+    private static (long Ctas, long ThreadsPerCta, long Switches) Measure(EmulatorDriver emulator, Action action)
+    {
+        var before = emulator.Statistics;
+        action();
+        var after = emulator.Statistics;
+        long ctas = after.Ctas - before.Ctas;
+        return (ctas, ctas == 0 ? 0 : (after.Threads - before.Threads) / ctas, after.FiberSwitches - before.FiberSwitches);
+    }
+
+    private static EmulatorDriver Emulator(CudaBackend cuda) =>
+        cuda.Driver as EmulatorDriver ?? throw new IgnoreException("counts work through the kernel emulator's statistics");
+
+    [Test]
+    public void MaskedExpertsWithoutTokensCostNothing()
+    {
+        var cuda = Hopper();
+        var emulator = Emulator(cuda);
+        // The same work (one expert, one tile) behind 7 or 15 empty experts, on the same grid (8
+        // CTAs): the empty experts add no barrier, collective or TMA wait, so no fiber switch.
+        int[] few = [0, 0, 0, 128, 0, 0, 0, 0], many = [.. few, .. new int[8]];
+        var small = Inputs.Masked(few, 128, 128, 128, 41);
+        var large = Inputs.Masked(many, 128, 128, 128, 41);
+        var costFew = Measure(emulator, () => small.Run(cuda, DType.Float32, kernel: args => cuda.GroupedGemmSm90(args)));
+        var costMany = Measure(emulator, () => large.Run(cuda, DType.Float32, kernel: args => cuda.GroupedGemmSm90(args)));
+        var portableMany = Measure(emulator, () => large.Run(cuda, DType.Float32, kernel: args => cuda.GroupedGemmPortable(args)));
+        TestContext.Out.WriteLine($"masked, one busy expert: 8 experts {costFew}, 16 experts {costMany}; portable 16 experts {portableMany}");
+        Assert.That(costMany.Ctas, Is.EqualTo(costFew.Ctas), "CTAs");
+        Assert.That(costMany.Switches, Is.EqualTo(costFew.Switches), "fiber switches (synchronisation work)");
+    }
+
+    [NonParallelizable]
+    [TestCase("sm90", 384)]
+    [TestCase("portable", 256)]
+    public void PublicApiFollowsTheGemmKernelSetting(string setting, int threadsPerCta)
+    {
+        var cuda = Hopper();
+        var emulator = Emulator(cuda);
+        var x = Inputs.Masked([3, 0, 70], 96, 128, 128, 42);
+        string? saved = Environment.GetEnvironmentVariable(CudaBackend.GemmKernelEnvironmentVariable);
+        try
+        {
+            Environment.SetEnvironmentVariable(CudaBackend.GemmKernelEnvironmentVariable, setting);
+            float[] actual = [];
+            var cost = Measure(emulator, () => actual = x.Run(cuda, DType.Float32));
+            Assert.That(cost.ThreadsPerCta, Is.EqualTo(threadsPerCta), $"{CudaBackend.GemmKernelEnvironmentVariable}={setting} ran the wrong kernel");
+            Assert.That(CalcDiff(actual, x.Run(CpuBackend.Default, DType.Float32)), Is.LessThan(1e-6));
+        }
+        finally
+        {
+            Environment.SetEnvironmentVariable(CudaBackend.GemmKernelEnvironmentVariable, saved);
+        }
+    }
+
     [Test]
     public void DispatchRunsTheHopperKernelsOnlyWhereTheDenseGemmWould()
     {
