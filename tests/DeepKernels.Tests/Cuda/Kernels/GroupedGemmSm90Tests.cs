@@ -238,6 +238,30 @@ public class GroupedGemmSm90Tests
     }
 
     [Test]
+    public void DeviceCountsAndIdsOutOfRangeAreClampedOrSkippedLikeThePortableKernels()
+    {
+        // Device-resident masked_m / m_indices are not validated on the host: the kernels clamp
+        // masked_m to [0, m_max] and treat expert ids outside [0, G) as padding, never reading or
+        // writing out of bounds.
+        var cuda = Hopper();
+        var masked = Inputs.Masked([-3, 500, 10], 64, 128, 128, 51);
+        var hopper = masked.Run(cuda, DType.Float32, kernel: args => cuda.GroupedGemmSm90(args));
+        var portable = masked.Run(cuda, DType.Float32, kernel: args => cuda.GroupedGemmPortable(args));
+        var clamped = (masked with { MaskedM = [0, 64, 10] }).Run(CpuBackend.Default, DType.Float32);
+        Assert.That(CalcDiff(hopper, clamped), Is.LessThan(1e-6), "masked vs CPU with clamped counts");
+        Assert.That(CalcDiff(hopper, portable), Is.LessThan(1e-6), "masked vs portable");
+        Assert.That(hopper.Take(64 * 128), Is.All.EqualTo(Sentinel), "an expert with a negative count computes nothing");
+
+        int[] ids = [.. Enumerable.Repeat(0, 20), .. Enumerable.Repeat(7, 30), .. Enumerable.Repeat(1, 14)];
+        var contiguous = Inputs.Contiguous(ids, 2, 128, 128, 52);
+        var hopperC = contiguous.Run(cuda, DType.Float32, kernel: args => cuda.GroupedGemmSm90(args));
+        var portableC = contiguous.Run(cuda, DType.Float32, kernel: args => cuda.GroupedGemmPortable(args));
+        var expectedC = (contiguous with { MIndices = ids.Select(e => e >= 2 ? -1 : e).ToArray() }).Run(CpuBackend.Default, DType.Float32);
+        Assert.That(CalcDiff(hopperC, expectedC), Is.LessThan(1e-6), "contiguous vs CPU with the bad ids as padding");
+        Assert.That(CalcDiff(hopperC, portableC), Is.LessThan(1e-6), "contiguous vs portable");
+    }
+
+    [Test]
     public void DispatchRunsTheHopperKernelsOnlyWhereTheDenseGemmWould()
     {
         var cuda = Hopper();
