@@ -21,6 +21,14 @@ public class GroupedGemmSm90Tests
 {
     private const float Sentinel = -7f;
 
+    /// <summary>
+    /// calc_diff bound for FP32 output. The emulator sums each wgmma in double and rounds once, so
+    /// it agrees with the CPU to FP32 rounding; a real H200 accumulates FP8 wgmma with fewer
+    /// mantissa bits inside each 128-K block (what the promotion bounds), so allow it more, still
+    /// far below the spec's 1e-3.
+    /// </summary>
+    private static double Fp32Bound(CudaBackend cuda) => cuda.Driver is EmulatorDriver ? 1e-6 : 1e-5;
+
     private static CudaBackend Hopper()
     {
         var cuda = CudaTestBackends.Get();
@@ -113,7 +121,7 @@ public class GroupedGemmSm90Tests
                                   $"calc_diff vs CPU {vsCpu:E2}, vs portable {vsPortable:E2}, {watch.Elapsed.TotalMilliseconds:F0} ms");
         // Spec bound 1e-3; both sides sum exact FP8 products per 128-K block in FP32, so anything
         // above rounding noise (BF16 output: 2^-9) is a bug.
-        double bound = output == DType.Float32 ? 1e-6 : 1e-4;
+        double bound = output == DType.Float32 ? Fp32Bound(cuda) : 1e-4;
         Assert.That(vsCpu, Is.LessThan(bound), $"{label}: calc_diff vs CPU");
         Assert.That(vsPortable, Is.LessThan(bound), $"{label}: calc_diff vs the portable kernel");
     }
@@ -229,7 +237,7 @@ public class GroupedGemmSm90Tests
             float[] actual = [];
             var cost = Measure(emulator, () => actual = x.Run(cuda, DType.Float32));
             Assert.That(cost.ThreadsPerCta, Is.EqualTo(threadsPerCta), $"{CudaBackend.GemmKernelEnvironmentVariable}={setting} ran the wrong kernel");
-            Assert.That(CalcDiff(actual, x.Run(CpuBackend.Default, DType.Float32)), Is.LessThan(1e-6));
+            Assert.That(CalcDiff(actual, x.Run(CpuBackend.Default, DType.Float32)), Is.LessThan(Fp32Bound(cuda)));
         }
         finally
         {
@@ -248,8 +256,8 @@ public class GroupedGemmSm90Tests
         var hopper = masked.Run(cuda, DType.Float32, kernel: args => cuda.GroupedGemmSm90(args));
         var portable = masked.Run(cuda, DType.Float32, kernel: args => cuda.GroupedGemmPortable(args));
         var clamped = (masked with { MaskedM = [0, 64, 10] }).Run(CpuBackend.Default, DType.Float32);
-        Assert.That(CalcDiff(hopper, clamped), Is.LessThan(1e-6), "masked vs CPU with clamped counts");
-        Assert.That(CalcDiff(hopper, portable), Is.LessThan(1e-6), "masked vs portable");
+        Assert.That(CalcDiff(hopper, clamped), Is.LessThan(Fp32Bound(cuda)), "masked vs CPU with clamped counts");
+        Assert.That(CalcDiff(hopper, portable), Is.LessThan(Fp32Bound(cuda)), "masked vs portable");
         Assert.That(hopper.Take(64 * 128), Is.All.EqualTo(Sentinel), "an expert with a negative count computes nothing");
 
         int[] ids = [.. Enumerable.Repeat(0, 20), .. Enumerable.Repeat(7, 30), .. Enumerable.Repeat(1, 14)];
@@ -257,8 +265,8 @@ public class GroupedGemmSm90Tests
         var hopperC = contiguous.Run(cuda, DType.Float32, kernel: args => cuda.GroupedGemmSm90(args));
         var portableC = contiguous.Run(cuda, DType.Float32, kernel: args => cuda.GroupedGemmPortable(args));
         var expectedC = (contiguous with { MIndices = ids.Select(e => e >= 2 ? -1 : e).ToArray() }).Run(CpuBackend.Default, DType.Float32);
-        Assert.That(CalcDiff(hopperC, expectedC), Is.LessThan(1e-6), "contiguous vs CPU with the bad ids as padding");
-        Assert.That(CalcDiff(hopperC, portableC), Is.LessThan(1e-6), "contiguous vs portable");
+        Assert.That(CalcDiff(hopperC, expectedC), Is.LessThan(Fp32Bound(cuda)), "contiguous vs CPU with the bad ids as padding");
+        Assert.That(CalcDiff(hopperC, portableC), Is.LessThan(Fp32Bound(cuda)), "contiguous vs portable");
     }
 
     [Test]
