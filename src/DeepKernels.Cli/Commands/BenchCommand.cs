@@ -9,12 +9,16 @@ namespace DeepKernels.Cli.Commands;
 /// `deepkernels bench`: times every registered op case (<see cref="OpBenchRegistry"/>) on one
 /// backend and reports throughput against the machine's ceilings. CPU: Stopwatch, warm-up,
 /// median. CUDA: events, warm-up, L2 flush between repeats, median; peaks from the datasheet
-/// table (<see cref="DevicePeaks"/>). Exit codes: 0 ok, 2 bad usage (unknown op/backend),
+/// table (<see cref="DevicePeaks"/>). Exit codes: 0 ok, 1 a case failed (the rest still ran and
+/// are reported), 2 bad usage (unknown op/backend),
 /// 3 backend unavailable (the reason is printed, and written to --json when given).
 /// The JSON schema is documented in Diagnostics/Benchmarking/BenchReport.cs.
 /// </summary>
 internal sealed class BenchCommand : ICliCommand
 {
+    /// <summary>Exit code when at least one case threw (the others are still measured and reported).</summary>
+    public const int CaseFailed = 1;
+
     /// <summary>Exit code when the requested backend cannot be created (no GPU, no driver, kernels not built).</summary>
     public const int BackendUnavailable = 3;
 
@@ -131,6 +135,7 @@ internal sealed class BenchCommand : ICliCommand
             output.WriteLine($"{"case",-58} {"median ms",11} {(tera ? "TFLOP/s" : "GFLOP/s"),10} {"GB/s",10} {"%compute",9} {"%memory",8}");
             var results = new List<BenchCaseResult>();
             var skipped = new List<BenchSkip>();
+            int failures = 0;
             try
             {
                 foreach (var c in selected)
@@ -150,6 +155,15 @@ internal sealed class BenchCommand : ICliCommand
                         // An op without a kernel on this backend yet: say so and measure the rest.
                         skipped.Add(new BenchSkip(c.Name, e.Message));
                         output.WriteLine($"{c.Name,-58} skipped: {e.Message}");
+                        continue;
+                    }
+                    catch (Exception e) when (e is not OutOfMemoryException)
+                    {
+                        // A case that fails must not cost the others their figures (nor the JSON):
+                        // record it, go on, and exit non-zero at the end.
+                        failures++;
+                        skipped.Add(new BenchSkip(c.Name, $"failed: {e.GetType().Name}: {e.Message}"));
+                        output.WriteLine($"{c.Name,-58} FAILED: {e.GetType().Name}: {e.Message}");
                         continue;
                     }
                     results.Add(r);
@@ -173,7 +187,8 @@ internal sealed class BenchCommand : ICliCommand
                 WriteJson(jsonPath, report);
                 output.WriteLine($"Wrote {jsonPath}");
             }
-            return 0;
+            if (failures > 0) output.WriteLine($"{failures} cases failed (listed under \"skipped\" with reason \"failed: ...\").");
+            return failures > 0 ? CaseFailed : 0;
         }
     }
 
