@@ -162,7 +162,11 @@ public static class KernelProfiler
             notes.Add("Occupancy from the arch tables: no fatbin to load on the device.");
             return null;
         }
-        var device = DriverOccupancy.TryOpen(driver, File.ReadAllBytes(fatbin), out string reason);
+        // Probe first: without a device the fatbin is not even read.
+        var probe = driver.Probe();
+        DriverOccupancy? device = null;
+        string reason = $"no ready CUDA device ({probe.Status}: {probe.Reason})";
+        if (probe.IsReady) device = DriverOccupancy.TryOpen(driver, File.ReadAllBytes(fatbin), out reason);
         notes.Add(device is null
             ? $"Occupancy from the arch tables: {reason}."
             : $"Occupancy for sm_{device.ComputeCapability} from the driver (cuOccupancyMaxActiveBlocksPerMultiprocessor); other archs from the arch tables.");
