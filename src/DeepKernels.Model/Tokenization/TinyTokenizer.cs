@@ -64,9 +64,19 @@ public static class TinyTokenizer
     private static string Build(int vocabSize, int bosId, int eosId)
     {
         // Word counts of the corpus under the real pre-tokenizer.
+        var pre = DeepSeekV3PreTokenizer();
+        string text = TinyTokenizerCorpus.Text.ReplaceLineEndings("\n");
         var counts = new Dictionary<string, int>(StringComparer.Ordinal);
-        foreach (string piece in DeepSeekV3PreTokenizer().Split(TinyTokenizerCorpus.Text.ReplaceLineEndings("\n")))
-            counts[piece] = counts.GetValueOrDefault(piece) + 1;
+        foreach (string piece in pre.Split(text)) counts[piece] = counts.GetValueOrDefault(piece) + 1;
+        // A few KB of text has fewer distinct pairs than the vocabulary wants: add, once each (so they
+        // rank after everything the text repeats), the Title Case and UPPER CASE forms of its words
+        // and the numbers 0-999, as a real vocabulary would have them.
+        string title = CultureInfo.InvariantCulture.TextInfo.ToTitleCase(text);
+        string numbers = string.Join(" ", Enumerable.Range(0, 1000).Select(i => i.ToString(CultureInfo.InvariantCulture)));
+        foreach (string extra in new[] { title, text.ToUpperInvariant(), numbers })
+        {
+            foreach (string piece in pre.Split(extra)) counts.TryAdd(piece, 1);
+        }
         var merges = BpeTrainer.Train(counts, vocabSize - 258);
 
         var vocab = new List<(string Token, int Id)>();
