@@ -41,21 +41,31 @@ public static class BpeTrainer
             }
             words.Add((list, count));
         }
+        // Pair counts, and for each pair the words that (may) contain it; a merge only revisits those words.
         var merges = new List<(string, string)>();
         var counts = new Dictionary<long, long>();
-        while (merges.Count < maxMerges)
+        var where = new Dictionary<long, HashSet<int>>();
+        static long Pair(int left, int right) => ((long)left << 32) | (uint)right;
+        void Count(int w, int sign)
         {
-            counts.Clear();
-            foreach (var (list, count) in words)
+            var (list, count) = words[w];
+            for (int i = 0; i + 1 < list.Count; i++)
             {
-                for (int i = 0; i + 1 < list.Count; i++)
+                long key = Pair(list[i], list[i + 1]);
+                long c = counts.GetValueOrDefault(key) + sign * (long)count;
+                if (c == 0) counts.Remove(key);
+                else counts[key] = c;
+                if (sign > 0)
                 {
-                    long key = ((long)list[i] << 32) | (uint)list[i + 1];
-                    counts[key] = counts.GetValueOrDefault(key) + count;
+                    if (!where.TryGetValue(key, out var set)) where[key] = set = [];
+                    set.Add(w);
                 }
             }
-            if (counts.Count == 0) break;
-            long best = -1, bestCount = 0;
+        }
+        for (int w = 0; w < words.Count; w++) Count(w, +1);
+        while (merges.Count < maxMerges && counts.Count > 0)
+        {
+            long best = long.MaxValue, bestCount = 0;
             foreach (var (key, count) in counts)
             {
                 if (count > bestCount || (count == bestCount && key < best))
@@ -67,8 +77,13 @@ public static class BpeTrainer
             int left = (int)(best >> 32), right = (int)(best & 0xFFFFFFFF);
             int merged = Intern(symbols[left] + symbols[right]);
             merges.Add((symbols[left], symbols[right]));
-            foreach (var (list, _) in words)
+            foreach (int w in where[best].Order().ToList())
             {
+                var list = words[w].Symbols;
+                bool has = false;
+                for (int i = 0; i + 1 < list.Count && !has; i++) has = list[i] == left && list[i + 1] == right;
+                if (!has) continue;
+                Count(w, -1);
                 for (int i = 0; i + 1 < list.Count; i++)
                 {
                     if (list[i] == left && list[i + 1] == right)
@@ -77,7 +92,9 @@ public static class BpeTrainer
                         list.RemoveAt(i + 1);
                     }
                 }
+                Count(w, +1);
             }
+            where.Remove(best);
         }
         return merges;
     }

@@ -26,11 +26,11 @@ internal sealed class TokenizerJsonReader(string source)
         {
             var root = doc.RootElement;
             if (root.ValueKind != JsonValueKind.Object) throw Format("$", $"expected a JSON object, got {root.ValueKind}.");
-            var normalizer = Optional(root, "normalizer", "normalizer");
+            var normalizer = Optional(root, "normalizer");
             if (normalizer is { } n) throw NotSupported("normalizer", $"normalizer type '{TypeOf(n, "normalizer")}' (only null is supported).");
             var model = ReadModel(Required(root, "model", "model", JsonValueKind.Object));
             var added = ReadAddedTokens(root);
-            var pre = Optional(root, "pre_tokenizer", "pre_tokenizer") is { } p ? ReadPreTokenizer(p, "pre_tokenizer") : null;
+            var pre = Optional(root, "pre_tokenizer") is { } p ? ReadPreTokenizer(p, "pre_tokenizer") : null;
             var decoderByteLevel = ReadDecoder(root);
             var byId = new Dictionary<int, string>();
             foreach (var (token, id) in model.Vocab) byId[id] = token;
@@ -39,7 +39,7 @@ internal sealed class TokenizerJsonReader(string source)
                 if (byId.TryGetValue(t.Id, out var existing) && existing != t.Content && model.Vocab.ContainsKey(existing))
                     throw Format("added_tokens", $"id {t.Id} is both '{t.Content}' (added) and '{existing}' (model.vocab).");
             }
-            var post = Optional(root, "post_processor", "post_processor") is { } pp ? ReadPostProcessor(pp, "post_processor", added, model) : PostProcessor.None;
+            var post = Optional(root, "post_processor") is { } pp ? ReadPostProcessor(pp, "post_processor", added, model) : PostProcessor.None;
             return new BpeTokenizer(model, added, pre, post, decoderByteLevel, source);
         }
     }
@@ -52,7 +52,7 @@ internal sealed class TokenizerJsonReader(string source)
 
     private static string Index(string parent, int i) => parent + "[" + i.ToString(CultureInfo.InvariantCulture) + "]";
 
-    private JsonElement? Optional(JsonElement obj, string name, string path)
+    private static JsonElement? Optional(JsonElement obj, string name)
     {
         if (!obj.TryGetProperty(name, out var v) || v.ValueKind == JsonValueKind.Null) return null;
         return v;
@@ -126,7 +126,7 @@ internal sealed class TokenizerJsonReader(string source)
             vocab[entry.Name] = id;
         }
         var merges = new List<(string, string)>();
-        if (Optional(model, "merges", "model.merges") is { } mergesJson)
+        if (Optional(model, "merges") is { } mergesJson)
         {
             if (mergesJson.ValueKind != JsonValueKind.Array) throw Format("model.merges", $"expected an array, got {Describe(mergesJson.ValueKind)}.");
             int i = 0;
@@ -154,7 +154,7 @@ internal sealed class TokenizerJsonReader(string source)
     private List<AddedToken> ReadAddedTokens(JsonElement root)
     {
         var list = new List<AddedToken>();
-        if (Optional(root, "added_tokens", "added_tokens") is not { } arr) return list;
+        if (Optional(root, "added_tokens") is not { } arr) return list;
         if (arr.ValueKind != JsonValueKind.Array) throw Format("added_tokens", $"expected an array, got {Describe(arr.ValueKind)}.");
         var ids = new HashSet<int>();
         int i = 0;
@@ -227,7 +227,7 @@ internal sealed class TokenizerJsonReader(string source)
     // True when the decoder maps byte-level characters back to bytes.
     private bool ReadDecoder(JsonElement root)
     {
-        if (Optional(root, "decoder", "decoder") is not { } d) throw NotSupported("decoder", "a null decoder (expected ByteLevel, or a Sequence of ByteLevel).");
+        if (Optional(root, "decoder") is not { } d) throw NotSupported("decoder", "a null decoder (expected ByteLevel, or a Sequence of ByteLevel).");
         return ReadDecoderStep(d, "decoder");
     }
 
@@ -285,7 +285,7 @@ internal sealed class TokenizerJsonReader(string source)
         var single = Required(p, "single", Path(path, "single"), JsonValueKind.Array);
         // special_tokens: name -> ids (the ids written into the sequence).
         var specials = new Dictionary<string, int[]>(StringComparer.Ordinal);
-        if (Optional(p, "special_tokens", Path(path, "special_tokens")) is { } st)
+        if (Optional(p, "special_tokens") is { } st)
         {
             if (st.ValueKind != JsonValueKind.Object) throw Format(Path(path, "special_tokens"), $"expected an object, got {Describe(st.ValueKind)}.");
             foreach (var e in st.EnumerateObject())
