@@ -145,14 +145,10 @@ public sealed class BpeTokenizer
     internal void AppendBytes(int id, bool skipSpecialTokens, List<byte> destination)
     {
         if (!IsValidId(id)) throw new ArgumentOutOfRangeException(nameof(id), id, $"Token id {id} is not in the tokenizer {Source} (ids 0..{VocabSize - 1}).");
-        if (_addedById.TryGetValue(id, out var added))
-        {
-            if (added.Special && skipSpecialTokens) return;
-            destination.AddRange(Encoding.UTF8.GetBytes(added.Content));
-            return;
-        }
+        if (skipSpecialTokens && _addedById.TryGetValue(id, out var added) && added.Special) return;
         string token = _tokens[id]!;
-        // A token with characters outside the byte alphabet is taken as text (as the reference decoder does).
+        // Added tokens go through the decoder like any other (as in the reference implementation); a
+        // token with a character outside the byte alphabet (e.g. "<｜begin▁of▁sentence｜>") is taken as text.
         if (!ByteLevelDecoder || !ByteLevelAlphabet.TryDecode(token, destination)) destination.AddRange(Encoding.UTF8.GetBytes(token));
     }
 }

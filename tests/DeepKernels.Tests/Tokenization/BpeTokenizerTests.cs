@@ -155,6 +155,17 @@ public class BpeTokenizerTests
     }
 
     [Test]
+    public void AddedTokensDecodeThroughTheByteLevelDecoder()
+    {
+        // Content made of byte-alphabet characters is mapped back to bytes ("Ġhi" is " hi"); other content is taken as text.
+        const string added = """[{"id": 300, "content": "Ġhi", "special": false}, {"id": 301, "content": "<｜x｜>", "special": true}]""";
+        var t = TokenizerFixtures.Parse(TokenizerFixtures.ByteLevel(addedTokens: added));
+        Assert.That(t.Encode("aĠhi<｜x｜>", false), Is.EqualTo(new[] { 'a', 300, 301 }));
+        Assert.That(t.Decode([97, 300, 301]), Is.EqualTo("a hi<｜x｜>"));
+        Assert.That(t.Decode([97, 300, 301], skipSpecialTokens: true), Is.EqualTo("a hi"));
+    }
+
+    [Test]
     public void AddedTokenStripAndSingleWordOptions()
     {
         const string added = """
