@@ -74,7 +74,15 @@ internal sealed class RunCommand : ICliCommand
         string tokenizerPath = Path.Combine(modelDir, "tokenizer.json");
         if (promptText is not null && !File.Exists(tokenizerPath))
             throw new CliUsageException($"--prompt needs a tokenizer.json in {modelDir}, and there is none. Pass token ids with --prompt-ids 1,2,3 (generated ids are printed).");
-        BpeTokenizer? tokenizer = File.Exists(tokenizerPath) ? BpeTokenizer.Load(tokenizerPath) : null;
+        BpeTokenizer? tokenizer = null;
+        try
+        {
+            if (File.Exists(tokenizerPath)) tokenizer = BpeTokenizer.Load(tokenizerPath);
+        }
+        catch (TokenizerFormatException e) when (promptText is null)
+        {
+            output.WriteLine($"tokenizer: not usable, printing ids only ({e.Message})");
+        }
         if (promptIds is null && promptText is null && tokenizer is not null) promptText = DefaultTextPrompt;
         if (tokenizer is not null) output.WriteLine($"tokenizer: {tokenizerPath} (byte-level BPE, {tokenizer.VocabSize} ids, {tokenizer.Model.MergeCount} merges)");
 

@@ -116,6 +116,23 @@ public class TinyTokenizerTests
     }
 
     [Test]
+    public void ABrokenTokenizerStopsTextPromptsButNotIdPrompts()
+    {
+        string tiny = TinyPreset.EnsureCheckpoint(out _, TinyModelFixture.CacheRoot);
+        string dir = Path.Combine(TinyModelFixture.CacheRoot, "broken-tokenizer");
+        Directory.CreateDirectory(dir);
+        File.Copy(Path.Combine(tiny, "config.json"), Path.Combine(dir, "config.json"), overwrite: true);
+        if (!File.Exists(Path.Combine(dir, "model.safetensors"))) File.CreateSymbolicLink(Path.Combine(dir, "model.safetensors"), Path.Combine(tiny, "model.safetensors"));
+        File.WriteAllText(Path.Combine(dir, "tokenizer.json"), TinyJson().Replace("\"normalizer\": null", "\"normalizer\": {\"type\": \"NFKC\"}", StringComparison.Ordinal));
+        var text = Run("--model", dir, "--prompt", "hello", "--max-tokens", "1");
+        Assert.That(text.Code, Is.EqualTo(1));
+        Assert.That(text.Err, Does.Contain("TokenizerNotSupportedException").And.Contain("normalizer").And.Contain("NFKC"));
+        var ids = Run("--model", dir, "--prompt-ids", "5,6", "--max-tokens", "1");
+        Assert.That(ids.Code, Is.EqualTo(0), ids.Err);
+        Assert.That(ids.Out, Does.Contain("tokenizer: not usable").And.Contain("no tokenizer: ids only"));
+    }
+
+    [Test]
     public void PrintableEscapesControlCharacters()
     {
         Assert.That(RunCommand.Printable("a\nb\r\t\"\\\u0001é"), Is.EqualTo("a\\nb\\r\\t\\\"\\\\\\u0001é"));
