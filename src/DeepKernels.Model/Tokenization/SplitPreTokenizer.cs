@@ -53,7 +53,14 @@ public sealed class SplitPreTokenizer : PreTokenizer
         foreach (string piece in pieces)
         {
             segments.Clear();
-            Segment(piece, segments);
+            try
+            {
+                Segment(piece, segments);
+            }
+            catch (RegexMatchTimeoutException e)
+            {
+                throw new InvalidOperationException($"The pre-tokenizer pattern /{Pattern}/ took longer than {MatchTimeout.TotalSeconds:F0} s on a piece of {piece.Length} characters.", e);
+            }
             Apply(piece, segments, result);
         }
         return result;
