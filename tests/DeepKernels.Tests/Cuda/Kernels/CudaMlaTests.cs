@@ -84,7 +84,7 @@ public class CudaMlaTests
         return (ReadFloats(backend, output), backend.Download<float>(lse));
     }
 
-    private static void Compare(int[] lens, int pageSize, LatentCacheLayout layout, int sQ, int hQ, bool causal, DType qType, DType outType, int seed)
+    internal static void Compare(int[] lens, int pageSize, LatentCacheLayout layout, int sQ, int hQ, bool causal, DType qType, DType outType, int seed)
     {
         var cuda = CudaTestBackends.Get();
         var (cpuCache, table, maxPages) = Build(CpuBackend.Default, lens, pageSize, layout, seed);

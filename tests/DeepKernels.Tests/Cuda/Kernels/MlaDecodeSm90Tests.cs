@@ -1,0 +1,71 @@
+using System.Diagnostics;
+using DeepKernels.Backends.Cuda;
+using DeepKernels.Cuda.Emulation;
+using DeepKernels.Memory.KvCache;
+using DeepKernels.Tensors;
+
+namespace DeepKernels.Tests.Cuda.Kernels;
+
+/// <summary>
+/// The Hopper MLA decode (dk_mla_decode_sm90: TMA page loads, mbarrier ring, wgmma, two consumer
+/// warp groups) forced through the dispatch and compared with the CPU backend on the same inputs,
+/// with the portable kernel's tolerances (<see cref="CudaMlaTests.Compare"/>: caches start as
+/// 0xFF bytes, so unused slots hold NaN). Runs in the kernel emulator, or on a CC 9.0 device whose
+/// fatbin holds the kernel for sm_90a; ignored elsewhere.
+/// </summary>
+[Category("Cuda")]
+public class MlaDecodeSm90Tests
+{
+    private static void CompareSm90(int[] lens, int pageSize, LatentCacheLayout layout, int sQ, int hQ, bool causal, DType qType, DType outType, int seed)
+    {
+        var cuda = CudaTestBackends.Get();
+        if (cuda.Driver is not EmulatorDriver && !cuda.HasNativeSm90Mla)
+            Assert.Ignore($"{cuda.Name} cannot run the sm_90a kernel (needs CC 9.0 and a fatbin built with nvcc >= 12.3).");
+        CudaBackend.MlaKernelOverride.Value = "sm90";
+        try
+        {
+            Assert.That(cuda.UsesSm90Mla, Is.True, "the override selects the Hopper kernel");
+            var watch = Stopwatch.StartNew();
+            CudaMlaTests.Compare(lens, pageSize, layout, sQ, hQ, causal, qType, outType, seed);
+            TestContext.Out.WriteLine($"dk_mla_decode_sm90 lens [{string.Join(",", lens)}] P={pageSize} {layout} s_q={sQ} h_q={hQ} on {cuda.Name}: {watch.Elapsed.TotalMilliseconds:F0} ms (CPU reference included)");
+        }
+        finally
+        {
+            CudaBackend.MlaKernelOverride.Value = null;
+        }
+    }
+
+    [Test] // empty, single-token, page-boundary and multi-tile sequences; tiles of 4 pages
+    public void VariableLengthsBf16Page16MatchCpu() =>
+        CompareSm90([0, 1, 16, 64, 65, 130], 16, LatentCacheLayout.BFloat16, 1, 16, false, DType.BFloat16, DType.Float32, 31);
+
+    [Test] // one head; chunks starting mid-tile-row and pages of 64
+    public void OneHeadPage64MatchCpu() =>
+        CompareSm90([0, 63, 64, 129], 64, LatentCacheLayout.BFloat16, 1, 1, false, DType.Float32, DType.BFloat16, 17);
+
+    [Test] // 128 heads: two 64-row CTAs per chunk
+    public void ManyHeadsMatchCpu() =>
+        CompareSm90([1, 70], 64, LatentCacheLayout.BFloat16, 1, 128, false, DType.BFloat16, DType.Float32, 5);
+
+    [Test] // MTP: s_q = 2, causal, rows of both query positions in one CTA
+    public void CausalMtpMatchCpu() =>
+        CompareSm90([1, 2, 40, 64], 16, LatentCacheLayout.BFloat16, 2, 16, true, DType.Float32, DType.BFloat16, 7);
+
+    [TestCase(16, false)]
+    [TestCase(64, true)]
+    public void Fp8CacheMatchesCpu(int pageSize, bool causal) =>
+        CompareSm90([0, 3, 33, 70], pageSize, LatentCacheLayout.Fp8, causal ? 2 : 1, 16, causal, DType.BFloat16, DType.Float32, pageSize);
+
+    [TestCase("sm90", false, true)]
+    [TestCase("portable", true, false)]
+    [TestCase(null, true, true)]
+    [TestCase("auto", false, false)]
+    [TestCase(" SM90 ", false, true)]
+    public void KernelSelection(string? setting, bool native, bool expected) =>
+        Assert.That(CudaBackend.SelectsSm90Mla(setting, native), Is.EqualTo(expected));
+
+    [Test]
+    public void UnknownKernelSettingIsRejected() =>
+        Assert.That(() => CudaBackend.SelectsSm90Mla("hopper", true),
+            Throws.InvalidOperationException.With.Message.Contains(CudaBackend.MlaKernelEnvironmentVariable));
+}
