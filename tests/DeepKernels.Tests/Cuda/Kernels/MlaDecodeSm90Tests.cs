@@ -51,6 +51,17 @@ public class MlaDecodeSm90Tests
     public void CausalMtpMatchCpu() =>
         CompareSm90([1, 2, 40, 64], 16, LatentCacheLayout.BFloat16, 2, 16, true, DType.Float32, DType.BFloat16, 7);
 
+    [Test] // pages of 128 and 256: tiles start mid-page (TMA boxes at slot offsets 64, 128, 192)
+    public void LargePagesMatchCpu()
+    {
+        CompareSm90([200, 5], 128, LatentCacheLayout.BFloat16, 1, 16, false, DType.BFloat16, DType.Float32, 23);
+        CompareSm90([300], 256, LatentCacheLayout.Fp8, 1, 4, false, DType.BFloat16, DType.Float32, 29);
+    }
+
+    [Test] // MTP with 128 heads: 256 query rows in four CTAs per chunk, FP8 pages
+    public void CausalManyHeadsFp8MatchCpu() =>
+        CompareSm90([2, 66], 64, LatentCacheLayout.Fp8, 2, 128, true, DType.BFloat16, DType.BFloat16, 41);
+
     [TestCase(16, false)]
     [TestCase(64, true)]
     public void Fp8CacheMatchesCpu(int pageSize, bool causal) =>
