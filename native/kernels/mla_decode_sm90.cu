@@ -55,10 +55,8 @@ constexpr int kColBlocks = kHeadDim / 64;               // 9 swizzle atoms of 64
 constexpr int kBlockBytes = kKvTile * 128;            // one column block of a tile: 8 KiB
 constexpr int kTileBytes = kColBlocks * kBlockBytes;  // 73728 (also the Q tile)
 constexpr int kRecordFp8 = 656;
-constexpr int kFp8Words = kRecordFp8 / 4;           // 164 (the FP8 map's inner box)
 constexpr int kRing = 2;                          // BF16 ring; FP8 uses one raw stage + one BF16 tile
 constexpr int kSmemBytes = kTileBytes + kRing * kTileBytes + 1024;
-constexpr int kCtaThreads = 384;
 static_assert(kSmemBytes == 222208, "dk_mla_decode_sm90's documented shared memory size");
 static_assert(kKvTile * kRecordFp8 <= kTileBytes, "the FP8 raw stage fits behind the BF16 tile");
 

@@ -119,6 +119,16 @@ public class MlaDecodeSm90Tests
         Assert.That(CudaBackend.SelectsSm90Mla(setting, native), Is.EqualTo(expected));
 
     [Test]
+    public void AutoPicksTheHopperKernelOnlyWhereItRunsNatively()
+    {
+        if (Environment.GetEnvironmentVariable(CudaBackend.MlaKernelEnvironmentVariable) is not null)
+            Assert.Ignore($"{CudaBackend.MlaKernelEnvironmentVariable} is set in this environment.");
+        var cuda = CudaTestBackends.Get();
+        Assert.That(cuda.UsesSm90Mla, Is.EqualTo(cuda.HasNativeSm90Mla));
+        if (cuda.Driver is EmulatorDriver) Assert.That(cuda.HasNativeSm90Mla, Is.False, "the emulator runs the Hopper kernel only when forced");
+    }
+
+    [Test]
     public void UnknownKernelSettingIsRejected() =>
         Assert.That(() => CudaBackend.SelectsSm90Mla("hopper", true),
             Throws.InvalidOperationException.With.Message.Contains(CudaBackend.MlaKernelEnvironmentVariable));
