@@ -15,25 +15,30 @@
 //      128-group, rounded to BF16; RoPE copied) into one BF16 tile in the same swizzled layout
 //      and release the raw stage at once, so the next load overlaps this tile's math.
 //  * Warp groups 1 and 2 are the consumers (setmaxnreg.inc); group c owns output columns
-//    [256c, 256c + 256). Both compute the whole S = Q K^T (64 rows x 64 tokens, 36 wgmma
-//    m64n64k16 steps over the 576 dims, Q and K from shared memory), so each has the full
-//    softmax statistics in its own registers and the groups never exchange them; the price is
-//    S computed twice (memory-bound decode has the tensor-core time to spare; at h_q = 128 it
-//    costs about a third more MMA work than sharing P through shared memory would). Online
-//    softmax in FP32 in registers (4 threads per row, shuffles for the row max and sum); P is
-//    rounded to BF16 and fed straight from registers as the A operand of O += P V (wgmma
-//    m64n256k16, B = V = the first 512 dims of the same KV tile read MN-major: transposed B).
+//    [256c, 256c + 256) and tokens [32c, 32c + 32) of each tile. Each computes its half of
+//    S = Q K^T (64 rows x 32 tokens: 36 wgmma m64n32k16 steps over the 576 dims, Q and K from
+//    shared memory), so the QK work is split, not repeated. Online softmax in FP32 in registers
+//    (4 threads per row, shuffles within the group); the groups exchange only the per-row tile
+//    maximum through shared memory (one named barrier), so both apply the same running maximum
+//    and rescale factor; each keeps the row sum of its own tokens, added once at the end. P is
+//    rounded to BF16 and written to a shared [64 x 64] tile (K-major, 128-byte swizzle); after a
+//    second named barrier each group runs O += P V over all 64 tokens (wgmma m64n256k16, A = P
+//    from shared memory, B = V = the first 512 dims of the same KV tile read MN-major, i.e. a
+//    transposed B, so the latent rows are read once for both K and V).
+//    The first barrier of the next tile also orders the P tile's reuse after both groups'
+//    P V wgmmas completed (wait_group 0 precedes it).
 //  * Tokens of a tile outside [chunk start, end) are masked in S by select (so NaN bytes in
 //    unused cache slots never reach the maximum) and their V rows are zeroed before P V (0 x NaN
 //    would be NaN): in the BF16 path each consumer group zeroes only its own 256 V columns (no
 //    write-write overlap; the other group's S of such rows is masked anyway); the FP8
 //    dequantization writes zeros for them.
 //  * Causal (s_q > 1): query row r = s * h_q + h sees key j when j <= seqlen - s_q + s.
-// Registers per consumer thread: O 128 + S 32 + P 16 (packed) FP32/b32 plus addressing, within
-// the 232 that setmaxnreg grants (2 x 128 x 232 + 128 x 40 = 64512 of 65536).
+// Registers per consumer thread: O 128 + S 16 FP32 plus addressing, within the 232 that
+// setmaxnreg grants (2 x 128 x 232 + 128 x 40 = 64512 of 65536).
 //
 // Launch: grid = (num_chunks, ceil(s_q*h_q / 64), 1), block = (384, 1, 1), dynamic shared memory
-// kSmemBytes = 222208 (Q tile + two BF16 stages + 1 KiB alignment slack; needs the opt-in).
+// kSmemBytes = 230400 (Q tile + two BF16 stages + the P tile + 1 KiB alignment slack; needs the
+// opt-in; with the 1 KiB of static row statistics and barriers it fits sm_90's 227 KiB).
 // kv_map: BF16 cache: element 2 bytes, dims {576, slots}, stride 1152, box {64, min(P, 64)},
 // 128-byte swizzle; FP8 cache (cache_fp8 = 1): element 4 bytes, dims {164, slots}, stride 656,
 // box {164, min(P, 64)}, no swizzle. The other parameters are those of dk_mla_decode_split.
@@ -56,8 +61,9 @@ constexpr int kBlockBytes = kKvTile * 128;            // one column block of a t
 constexpr int kTileBytes = kColBlocks * kBlockBytes;  // 73728 (also the Q tile)
 constexpr int kRecordFp8 = 656;
 constexpr int kRing = 2;                          // BF16 ring; FP8 uses one raw stage + one BF16 tile
-constexpr int kSmemBytes = kTileBytes + kRing * kTileBytes + 1024;
-static_assert(kSmemBytes == 222208, "dk_mla_decode_sm90's documented shared memory size");
+constexpr int kPBytes = kQueryRows * kKvTile * 2;     // P tile, 128-byte rows
+constexpr int kSmemBytes = kTileBytes + kRing * kTileBytes + kPBytes + 1024;
+static_assert(kSmemBytes == 230400, "dk_mla_decode_sm90's documented shared memory size");
 static_assert(kKvTile * kRecordFp8 <= kTileBytes, "the FP8 raw stage fits behind the BF16 tile");
 
 DK_DEVICE unsigned char* align_smem_1024(unsigned char* p)
@@ -87,8 +93,11 @@ dk_mla_decode_sm90(const __grid_constant__ CUtensorMap kv_map, const void* q, in
   unsigned char* smem = align_smem_1024(smem_raw);
   unsigned char* sq = smem;
   unsigned char* ring = smem + kTileBytes;
+  unsigned char* sp = smem + (1 + kRing) * kTileBytes;  // P tile [64 x 64] BF16
   __shared__ __align__(8) uint64_t full_bar[kRing];
   __shared__ __align__(8) uint64_t empty_bar[kRing];
+  __shared__ float red_max[2][kQueryRows];  // per-group row maxima of the current tile
+  __shared__ float red_l[2][kQueryRows];    // per-group row sums at the end
 
   const int chunk = blockIdx.x;
   if (chunk >= num_chunks) return;  // uniform across the CTA
@@ -232,27 +241,29 @@ dk_mla_decode_sm90(const __grid_constant__ CUtensorMap kv_map, const void* q, in
       }
     }
 
-    // S = Q K^T over the 576 dims: 9 column blocks x 4 k16 steps (32 bytes each).
-    float sacc[32];
+    // S = Q K^T over the 576 dims for this group's 32 tokens of the tile: 9 column blocks x 4
+    // k16 steps (32 bytes each); the group's K rows start 32 rows (4 KiB) into each block.
+    float sacc[16];
     dk::wgmma_fence();
 #pragma unroll
     for (int cb = 0; cb < kColBlocks; ++cb)
 #pragma unroll
       for (int kk = 0; kk < 4; ++kk) {
         const uint64_t da = dk::make_smem_desc(sq + cb * kBlockBytes + 32 * kk, 128, 0, 1024);
-        const uint64_t db = dk::make_smem_desc(kv + cb * kBlockBytes + 32 * kk, 128, 0, 1024);
-        dk::wgmma_m64k16_bf16_ss<64, 0>(sacc, da, db, (cb | kk) != 0);
+        const uint64_t db = dk::make_smem_desc(kv + cb * kBlockBytes + c * 32 * 128 + 32 * kk, 128, 0, 1024);
+        dk::wgmma_m64k16_bf16_ss<32, 0>(sacc, da, db, (cb | kk) != 0);
       }
     dk::wgmma_commit_group();
     dk::wgmma_wait_group<0>();
 
-    // Online softmax on this thread's two rows (columns 8j + 2qd + {0, 1}).
+    // Online softmax on this thread's two rows (tokens 32c + 8j + 2qd + {0, 1}); the row maximum
+    // over the whole tile comes from both groups through shared memory.
     float mx_lo = -INFINITY, mx_hi = -INFINITY;
 #pragma unroll
-    for (int j = 0; j < 8; ++j)
+    for (int j = 0; j < 4; ++j)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const int pos = pos0 + 8 * j + 2 * qd + (e & 1);
+        const int pos = pos0 + 32 * c + 8 * j + 2 * qd + (e & 1);
         const int lim = (e & 2) ? lim_hi : lim_lo;
         const bool visible = pos >= t0 && pos < end && pos <= lim;
         const float v = visible ? sacc[4 * j + e] * softmax_scale : -INFINITY;
@@ -264,11 +275,17 @@ dk_mla_decode_sm90(const __grid_constant__ CUtensorMap kv_map, const void* q, in
     mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xFFFFFFFFu, mx_lo, 2));
     mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xFFFFFFFFu, mx_hi, 1));
     mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xFFFFFFFFu, mx_hi, 2));
+    if (qd == 0) {
+      red_max[c][row_lo] = mx_lo;
+      red_max[c][row_hi] = mx_hi;
+    }
+    dk::named_barrier_sync(1, 256);  // both halves' maxima are in
+    mx_lo = fmaxf(mx_lo, red_max[1 - c][row_lo]);
+    mx_hi = fmaxf(mx_hi, red_max[1 - c][row_hi]);
     const float mn_lo = fmaxf(m_lo, mx_lo), mn_hi = fmaxf(m_hi, mx_hi);
     float sum_lo = 0.0f, sum_hi = 0.0f;
-    uint32_t pa[16];
 #pragma unroll
-    for (int j = 0; j < 8; ++j) {
+    for (int j = 0; j < 4; ++j) {
       float p[4];
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
@@ -278,8 +295,10 @@ dk_mla_decode_sm90(const __grid_constant__ CUtensorMap kv_map, const void* q, in
       }
       sum_lo += p[0] + p[1];
       sum_hi += p[2] + p[3];
-      pa[2 * j] = dk::f32x2_to_bf16x2_rn(p[1], p[0]);
-      pa[2 * j + 1] = dk::f32x2_to_bf16x2_rn(p[3], p[2]);
+      // P (BF16) into the shared [64 x 64] tile, K-major with the 128-byte swizzle.
+      const int chunk_idx = 4 * c + j;
+      *reinterpret_cast<uint32_t*>(sp + row_lo * 128 + ((chunk_idx ^ (row_lo & 7)) << 4) + 4 * qd) = dk::f32x2_to_bf16x2_rn(p[1], p[0]);
+      *reinterpret_cast<uint32_t*>(sp + row_hi * 128 + ((chunk_idx ^ (row_hi & 7)) << 4) + 4 * qd) = dk::f32x2_to_bf16x2_rn(p[3], p[2]);
     }
     sum_lo += __shfl_xor_sync(0xFFFFFFFFu, sum_lo, 1);
     sum_lo += __shfl_xor_sync(0xFFFFFFFFu, sum_lo, 2);
@@ -289,7 +308,7 @@ dk_mla_decode_sm90(const __grid_constant__ CUtensorMap kv_map, const void* q, in
     const float alpha_hi = mn_hi == -INFINITY ? 1.0f : expf(m_hi - mn_hi);
     m_lo = mn_lo;
     m_hi = mn_hi;
-    l_lo = l_lo * alpha_lo + sum_lo;
+    l_lo = l_lo * alpha_lo + sum_lo;  // this group's tokens only; the halves are added at the end
     l_hi = l_hi * alpha_hi + sum_hi;
 #pragma unroll
     for (int j = 0; j < 32; ++j) {
@@ -298,15 +317,18 @@ dk_mla_decode_sm90(const __grid_constant__ CUtensorMap kv_map, const void* q, in
       o[4 * j + 2] *= alpha_hi;
       o[4 * j + 3] *= alpha_hi;
     }
+    dk::fence_proxy_async();
+    dk::named_barrier_sync(1, 256);  // P complete
 
-    // O += P V: P from registers (tokens 16kk..16kk+15), V = this group's 256 columns, MN-major:
-    // 64-column atoms 8 KiB apart (LBO), 8-token row groups 1 KiB apart (SBO).
+    // O += P V: P from shared memory (tokens 16kk..16kk+15 = 32 bytes of its rows), V = this
+    // group's 256 columns, MN-major: 64-column atoms 8 KiB apart (LBO), 8-token row groups
+    // 1 KiB apart (SBO).
     dk::wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk) {
-      const uint32_t a[4] = {pa[4 * kk], pa[4 * kk + 1], pa[4 * kk + 2], pa[4 * kk + 3]};
+      const uint64_t da = dk::make_smem_desc(sp + 32 * kk, 128, 0, 1024);
       const uint64_t db = dk::make_smem_desc(kv + 4 * c * kBlockBytes + kk * 2048, 128, kBlockBytes, 1024);
-      dk::wgmma_m64k16_bf16_rs<256, 1>(o, a, db, 1);
+      dk::wgmma_m64k16_bf16_ss<256, 1>(o, da, db, 1);
     }
     dk::wgmma_commit_group();
     dk::wgmma_wait_group<0>();
@@ -316,7 +338,15 @@ dk_mla_decode_sm90(const __grid_constant__ CUtensorMap kv_map, const void* q, in
     }
   }
 
-  // Normalised partial output (this group's 256 columns) and the chunk's LSE.
+  // The row sums of both token halves, then the normalised partial output (this group's 256
+  // columns) and the chunk's LSE. (The maxima already agree: both groups took the same ones.)
+  if (qd == 0) {
+    red_l[c][row_lo] = l_lo;
+    red_l[c][row_hi] = l_hi;
+  }
+  dk::named_barrier_sync(1, 256);
+  l_lo = red_l[0][row_lo] + red_l[1][row_lo];
+  l_hi = red_l[0][row_hi] + red_l[1][row_hi];
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int row = r0 + (h ? row_hi : row_lo);

@@ -11,7 +11,7 @@ public sealed partial class CudaBackend
 {
     /// <summary>
     /// The Hopper MLA decode split kernel (TMA page loads, wgmma, a producer and two consumer warp
-    /// groups each owning 256 output columns): <c>dk_mla_decode_sm90(const __grid_constant__ CUtensorMap kv_map,
+    /// groups each owning 256 output columns and half of each KV tile's scores): <c>dk_mla_decode_sm90(const __grid_constant__ CUtensorMap kv_map,
     /// q, q_bf16, cache_fp8, page_size, block_table, max_pages, seqlens, chunks, num_chunks,
     /// softmax_scale, causal, s_q, h_q, out_partial, lse_partial)</c> (native/kernels/mla_decode_sm90.cu).
     /// Writes the same partial outputs as <see cref="MlaDecodeSplitKernel"/>, merged by
@@ -30,8 +30,8 @@ public sealed partial class CudaBackend
     /// <summary>Threads per CTA of the Hopper MLA kernel: one producer and two consumer warp groups.</summary>
     internal const int MlaSm90Threads = 384;
 
-    /// <summary>Dynamic shared memory of the Hopper MLA kernel: the Q tile, two BF16 KV stages of 64 x 576, 1 KiB alignment slack.</summary>
-    internal const uint MlaSm90SharedBytes = 3 * 64 * 576 * 2 + 1024;
+    /// <summary>Dynamic shared memory of the Hopper MLA kernel: the Q tile, two BF16 KV stages of 64 x 576, the 64 x 64 BF16 P tile, 1 KiB alignment slack.</summary>
+    internal const uint MlaSm90SharedBytes = 3 * 64 * 576 * 2 + 64 * 64 * 2 + 1024;
 
     /// <summary>KV tokens per tile of the Hopper MLA kernel (a TMA box has at most this many rows).</summary>
     private const int MlaSm90Tile = 64;

@@ -26,8 +26,8 @@ public static class KernelLaunchConfigs
         new("dk_grouped_gemm_contiguous", 256, 98304),
         new("dk_grouped_gemm_masked", 256, 98304),
         new("dk_mla_decode_split", 256, 164096),
-        // Hopper: producer + 2 consumer warp groups; Q tile + 2 BF16 KV stages (72 KiB each) + 1 KiB alignment slack.
-        new("dk_mla_decode_sm90", 384, 3 * 73728 + 1024),
+        // Hopper: producer + 2 consumer warp groups; Q tile + 2 BF16 KV stages (72 KiB each) + P tile (8 KiB) + 1 KiB alignment slack.
+        new("dk_mla_decode_sm90", 384, 3 * 73728 + 8192 + 1024),
         new("dk_mla_decode_combine", 128, 0),
         new("dk_mla_cache_write", 128, 0),
         new("dk_moe_router", 128, 0),
