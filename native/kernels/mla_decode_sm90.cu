@@ -25,8 +25,8 @@
 //    second named barrier each group runs O += P V over all 64 tokens (wgmma m64n256k16, A = P
 //    from shared memory, B = V = the first 512 dims of the same KV tile read MN-major, i.e. a
 //    transposed B, so the latent rows are read once for both K and V).
-//    The first barrier of the next tile also orders the P tile's reuse after both groups'
-//    P V wgmmas completed (wait_group 0 precedes it).
+//    The next tile's maximum exchange also orders the P tile's reuse after both groups' P V
+//    wgmmas completed (each waits for them, wait_group 0, before arriving there).
 //  * Tokens of a tile outside [chunk start, end) are masked in S by select (so NaN bytes in
 //    unused cache slots never reach the maximum) and their V rows are zeroed before P V (0 x NaN
 //    would be NaN): in the BF16 path each consumer group zeroes only its own 256 V columns (no
