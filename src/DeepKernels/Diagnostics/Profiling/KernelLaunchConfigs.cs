@@ -29,6 +29,8 @@ public static class KernelLaunchConfigs
         new("dk_grouped_gemm_contiguous_sm90", 384, 4 * 32768 + 1024),
         new("dk_grouped_gemm_masked_sm90", 384, 4 * 32768 + 1024),
         new("dk_mla_decode_split", 256, 164096),
+        // Hopper: producer + 2 consumer warp groups; Q tile + 2 BF16 KV stages (72 KiB each) + P tile (8 KiB) + 1 KiB alignment slack.
+        new("dk_mla_decode_sm90", 384, 3 * 73728 + 8192 + 1024),
         new("dk_mla_decode_combine", 128, 0),
         new("dk_mla_cache_write", 128, 0),
         new("dk_moe_router", 128, 0),
