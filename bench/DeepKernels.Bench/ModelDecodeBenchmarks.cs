@@ -29,28 +29,11 @@ public class ModelDecodeBenchmarks : IThroughputBenchmark, ITokenBenchmark
     public double TokensPerInvoke => Batch;
 
     /// <inheritdoc />
-    public double Flops => 2.0 * ActiveParameters(TinyPreset.Config) * Batch;
+    public double Flops => 2.0 * TinyPreset.Config.ActiveParametersPerToken() * Batch;
 
     /// <inheritdoc />
-    public double Bytes => ActiveParameters(TinyPreset.Config) + TinyPreset.Config.VocabSize * (double)TinyPreset.Config.HiddenSize // lm_head is BF16: one more byte per weight
+    public double Bytes => TinyPreset.Config.ActiveParametersPerToken() + TinyPreset.Config.VocabSize * (double)TinyPreset.Config.HiddenSize // lm_head is BF16: one more byte per weight
         + (double)Batch * 5 * TinyPreset.Config.NumHiddenLayers * TinyPreset.Config.LatentCacheDim * 2;
-
-    /// <summary>Weights one token touches (FP8 projections, top-k and shared experts, router, lm_head), in parameters.</summary>
-    internal static double ActiveParameters(DeepKernels.Model.Config.DeepSeekV3Config c)
-    {
-        double h = c.HiddenSize, heads = c.NumAttentionHeads;
-        double q = c.QLoraRank is { } ql ? ql * h + heads * c.QkHeadDim * ql : heads * c.QkHeadDim * h;
-        double attention = q + c.LatentCacheDim * h + heads * (c.QkNopeHeadDim + c.VHeadDim) * c.KvLoraRank + h * heads * c.VHeadDim;
-        double total = c.VocabSize * h;
-        for (int l = 0; l < c.NumHiddenLayers; l++)
-        {
-            total += attention;
-            total += c.IsMoeLayer(l)
-                ? (c.NumExpertsPerTok + c.NSharedExperts) * 3.0 * c.MoeIntermediateSize * h + c.NRoutedExperts * h
-                : 3.0 * c.IntermediateSize * h;
-        }
-        return total;
-    }
 
     /// <summary>Writes (once) and loads the tiny checkpoint.</summary>
     [GlobalSetup]

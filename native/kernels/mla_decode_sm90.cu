@@ -66,16 +66,6 @@ constexpr int kSmemBytes = kTileBytes + kRing * kTileBytes + kPBytes + 1024;
 static_assert(kSmemBytes == 230400, "dk_mla_decode_sm90's documented shared memory size");
 static_assert(kKvTile * kRecordFp8 <= kTileBytes, "the FP8 raw stage fits behind the BF16 tile");
 
-DK_DEVICE unsigned char* align_smem_1024(unsigned char* p)
-{
-#if defined(DK_EMULATOR)
-  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
-#else
-  const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(p));
-#endif
-  return p + ((1024 - (a & 1023)) & 1023);
-}
-
 // Byte offset of 16-byte chunk `ch` (0..71) of row `r` in a swizzled [64 x 576] BF16 tile.
 DK_DEVICE int tile_chunk(int r, int ch) { return (ch >> 3) * kBlockBytes + r * 128 + (((ch & 7) ^ (r & 7)) << 4); }
 
@@ -90,7 +80,7 @@ dk_mla_decode_sm90(const __grid_constant__ CUtensorMap kv_map, const void* q, in
 #if defined(DK_EMULATOR) || DK_HAS_SM90A
   using namespace mla_decode_sm90;
   DK_DYNAMIC_SHARED(unsigned char, smem_raw);
-  unsigned char* smem = align_smem_1024(smem_raw);
+  unsigned char* smem = dk::align_smem_1024(smem_raw);
   unsigned char* sq = smem;
   unsigned char* ring = smem + kTileBytes;
   unsigned char* sp = smem + (1 + kRing) * kTileBytes;  // P tile [64 x 64] BF16

@@ -45,16 +45,6 @@ constexpr int kStageBytes = kTileABytes + kTileBBytes;
 constexpr int kSharedBytes = kStages * kStageBytes + 1024;  // + slack to align the ring to 1024 bytes
 constexpr int kAcc = kBlockN / 2;                   // accumulators per thread for m64n128
 
-DK_DEVICE unsigned char* align_1024(unsigned char* p)
-{
-#if defined(DK_EMULATOR)
-  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
-#else
-  const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(p));
-#endif
-  return p + ((1024 - (a & 1023)) & 1023);
-}
-
 // One unit of work: a 128 x 128 output tile of one problem (the dense GEMM, or one expert).
 struct Tile {
   int a_row;              // A tensor-map row of the box's first row
@@ -181,7 +171,7 @@ DK_DEVICE void run(Schedule schedule, unsigned char* smem_raw, uint64_t* full, u
   const int tid = threadIdx.x;
   const int group = tid / 128;
   const int k_blocks = (k + kBlockK - 1) / kBlockK;
-  Pipeline pipe{align_1024(smem_raw), full, empty, 0u};
+  Pipeline pipe{dk::align_smem_1024(smem_raw), full, empty, 0u};
   init_barriers(full, empty);
   __syncthreads();
 

@@ -59,4 +59,16 @@ DK_DEVICE void tma_store_2d(const CUtensorMap* map, int c0, int c1, const void* 
 #endif
 }
 
+// 128-byte-swizzled TMA boxes (and the wgmma descriptors reading them) need their shared-memory
+// destination aligned to 1024 bytes; dynamic shared memory only guarantees 16.
+DK_DEVICE unsigned char* align_smem_1024(unsigned char* p)
+{
+#if defined(DK_EMULATOR)
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+#else
+  const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(p));
+#endif
+  return p + ((1024 - (a & 1023)) & 1023);
+}
+
 }  // namespace dk

@@ -25,7 +25,7 @@ internal static class ModelBenchCases
     private static OpBenchCase Case(int batch, BenchTargets targets, string suffix)
     {
         var c = TinyPreset.Config;
-        double active = ActiveParameters(c);
+        double active = c.ActiveParametersPerToken();
         double bytes = active + (double)c.VocabSize * c.HiddenSize // lm_head is BF16: one more byte per weight
             + (double)batch * 4 * c.NumHiddenLayers * c.LatentCacheDim * 2;
         return new OpBenchCase("model-decode", $"model-decode tiny batch={batch}{suffix}",
@@ -34,23 +34,6 @@ internal static class ModelBenchCases
         {
             TokensPerRun = batch,
         };
-    }
-
-    /// <summary>Weights one token touches (FP8 projections, top-k and shared experts, router, lm_head), in parameters.</summary>
-    internal static double ActiveParameters(DeepSeekV3Config c)
-    {
-        double h = c.HiddenSize, heads = c.NumAttentionHeads;
-        double q = c.QLoraRank is { } ql ? ql * h + heads * c.QkHeadDim * ql : heads * c.QkHeadDim * h;
-        double attention = q + c.LatentCacheDim * h + heads * (c.QkNopeHeadDim + c.VHeadDim) * c.KvLoraRank + h * heads * c.VHeadDim;
-        double total = c.VocabSize * h;
-        for (int l = 0; l < c.NumHiddenLayers; l++)
-        {
-            total += attention;
-            total += c.IsMoeLayer(l)
-                ? (c.NumExpertsPerTok + c.NSharedExperts) * 3.0 * c.MoeIntermediateSize * h + c.NRoutedExperts * h
-                : 3.0 * c.IntermediateSize * h;
-        }
-        return total;
     }
 
     private static IOpBenchInstance Prepare(Backends.Backend backend, int batch)

@@ -142,6 +142,28 @@ public sealed record DeepSeekV3Config
         NRoutedExperts > 0 && layer >= FirstKDenseReplace && layer % MoeLayerFreq == 0;
 
     /// <summary>
+    /// Parameters one token touches in a forward pass: attention projections, the dense MLP or the
+    /// router plus top-k and shared experts of every layer, and lm_head (the MTP layer excluded).
+    /// Decode FLOPs are 2 per active parameter per token; at one byte per FP8 weight it is also
+    /// the bytes a decode step must read at least once.
+    /// </summary>
+    public double ActiveParametersPerToken()
+    {
+        double h = HiddenSize, heads = NumAttentionHeads;
+        double q = QLoraRank is { } ql ? ql * h + heads * QkHeadDim * ql : heads * QkHeadDim * h;
+        double attention = q + LatentCacheDim * h + heads * (QkNopeHeadDim + VHeadDim) * KvLoraRank + h * heads * VHeadDim;
+        double total = VocabSize * h;
+        for (int l = 0; l < NumHiddenLayers; l++)
+        {
+            total += attention;
+            total += IsMoeLayer(l)
+                ? (NumExpertsPerTok + NSharedExperts) * 3.0 * MoeIntermediateSize * h + NRoutedExperts * h
+                : 3.0 * IntermediateSize * h;
+        }
+        return total;
+    }
+
+    /// <summary>
     /// The attention softmax scale: qk_head_dim^-0.5, times YaRN's mscale(factor, mscale_all_dim)^2
     /// when YaRN is on (0.1352338 for DeepSeek-V3).
     /// </summary>
