@@ -78,13 +78,6 @@ public sealed class InferenceSession : IDisposable
     /// </summary>
     public PoolStatistics? DevicePoolStatistics => _device?.PoolStatistics;
 
-    /// <summary>
-    /// Host path only: round the absorbed queries to BF16 before attention, as the CUDA MLA kernel
-    /// does for its tensor-core products (tests use it to compare against the device graph).
-    /// Off by default.
-    /// </summary>
-    internal bool RoundQueriesToBFloat16 { get; set; }
-
     /// <summary>Bytes of all layers' latent caches.</summary>
     public long CacheBytes => _caches.Sum(c => c.Storage.ByteCount);
 
@@ -284,8 +277,6 @@ public sealed class InferenceSession : IDisposable
     {
         var c = _model.Config;
         int heads = c.NumAttentionHeads;
-        if (RoundQueriesToBFloat16)
-            for (int i = 0; i < q.Length; i++) q[i] = BFloat16.ToSingle(BFloat16.ToRaw(q[i]));
         Span<int> seqs = stackalloc int[count];
         for (int i = 0; i < count; i++) seqs[i] = step.Sequences[first + i];
         int maxPages = Math.Max(1, _allocator.MaxPages(seqs));

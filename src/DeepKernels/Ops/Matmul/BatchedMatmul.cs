@@ -41,6 +41,8 @@ public static class BatchedMatmul
             }
             Guard.OnBackend(view, backend, name);
         }
+        if (c.Data != 0 && (c.Data == a.Data || c.Data == b.Data))
+            throw new ArgumentException($"Expected {nameof(c)} not to alias {nameof(a)} or {nameof(b)} (the product is not computed in place), got {c} at the same address.", nameof(c));
         if (z == 0 || m == 0 || n == 0) return;
         var impl = Guard.Implementation<IBatchedMatmulBackend>(backend, "batched matmul");
         impl.BatchedMatmul(new BatchedMatmulArgs(a, b, c, (int)z, (int)m, (int)n, (int)k, accumulate));

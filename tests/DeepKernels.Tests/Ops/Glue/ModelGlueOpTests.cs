@@ -97,6 +97,9 @@ public class ModelGlueOpTests
         var negative = new TensorView(a.View.Data + 64, DType.Float32, MemoryLocation.Host, [2, 3, 4], [12, -4, 1]);
         ex = Assert.Throws<ArgumentException>(() => BatchedMatmul.Run(Cpu, negative, b.View, c.View))!;
         Assert.That(ex.Message, Does.Contain("non-negative"));
+        using var square = Cpu.Allocate(DType.Float32, 3, 3);
+        ex = Assert.Throws<ArgumentException>(() => BatchedMatmul.Run(Cpu, square.View, square.View, square.View))!;
+        Assert.That(ex.ParamName, Is.EqualTo("c"));
     }
 
     private static float[] RunRope(Backend backend, float[] x, int[] positions, float[] cos, float[] sin, int t, int heads, int half, bool inPlace)
