@@ -14,8 +14,10 @@ namespace DeepKernels.Model;
 /// attention (YaRN RoPE, absorbed decode over a paged latent cache) -> residual -> RMSNorm ->
 /// dense MLP or MoE -> residual, final RMSNorm and lm_head. Run it through an
 /// <see cref="InferenceSession"/>, which owns the KV cache and the per-step workspace.
-/// The graph runs on host-memory backends (the CPU backend); a device backend is refused with
-/// <see cref="NotSupportedException"/> until device-side glue (RoPE, absorption, residuals) exists.
+/// The graph runs on any backend: on the CPU backend over host spans, on a device backend (CUDA,
+/// or its emulator) as backend ops over device tensors (weights uploaded at load; RoPE, weight
+/// absorption, residuals and BF16 projections through the RotaryEmbedding, BatchedMatmul and
+/// Elementwise ops).
 /// </summary>
 public sealed class DeepSeekV3Model : IDisposable
 {
@@ -64,8 +66,6 @@ public sealed class DeepSeekV3Model : IDisposable
     {
         ArgumentNullException.ThrowIfNull(directory);
         ArgumentNullException.ThrowIfNull(backend);
-        if (backend.MemoryLocation != MemoryLocation.Host)
-            throw new NotSupportedException($"The model graph runs on host-memory backends (cpu); backend '{backend.Name}' keeps tensors in device memory and is not wired into the graph yet.");
         var config = DeepSeekV3Config.FromFile(Path.Combine(directory, "config.json"));
         using var checkpoint = CheckpointDirectory.Open(directory);
         var weights = ModelLoader.Load(checkpoint, config, backend, options);

@@ -21,7 +21,10 @@ namespace DeepKernels.Model;
 /// tokens of some sequences (a whole prompt for prefill, one token for decode), appends their
 /// latents to the cache and returns the logits of each sequence's last new token.
 /// Prefill runs the same absorbed attention op as decode, with s_q = prompt length and a causal
-/// mask. Not thread-safe.
+/// mask. On a host-memory backend the graph runs on spans; on a device-memory backend (CUDA)
+/// every step is a chain of backend ops over device tensors with a device workspace arena, and
+/// only ids, positions, slots, block tables and lengths are uploaded and the logits downloaded.
+/// Not thread-safe.
 /// </summary>
 public sealed class InferenceSession : IDisposable
 {
@@ -32,6 +35,7 @@ public sealed class InferenceSession : IDisposable
     private readonly WorkspaceArena _arena;
     private readonly int _maxTokens;
     private MoeWorkspace? _moeWorkspace;
+    private readonly DeviceGraph? _device;
 
     internal InferenceSession(DeepSeekV3Model model, int maxSequences, int maxTokensPerSequence, int pageSize, LatentCacheLayout layout)
     {
@@ -48,13 +52,31 @@ public sealed class InferenceSession : IDisposable
         for (int l = 0; l < _caches.Length; l++) _caches[l] = new PagedLatentCache(model.Backend, pages, pageSize, layout, _allocator);
         _pool = MemoryPool.CreateHost();
         _arena = new WorkspaceArena(_pool);
+        if (model.Backend.MemoryLocation == MemoryLocation.Device)
+        {
+            try
+            {
+                _device = new DeviceGraph(model, maxTokensPerSequence);
+            }
+            catch
+            {
+                Dispose();
+                throw;
+            }
+        }
     }
 
     /// <summary>The model.</summary>
     public DeepSeekV3Model Model => _model;
 
-    /// <summary>Statistics of the workspace pool (flat after the first decode step).</summary>
+    /// <summary>Statistics of the host workspace pool (flat after the first decode step).</summary>
     public PoolStatistics PoolStatistics => _pool.Statistics;
+
+    /// <summary>
+    /// Statistics of the device workspace pool on a device-memory backend (flat after the first
+    /// decode step), null on host backends.
+    /// </summary>
+    public PoolStatistics? DevicePoolStatistics => _device?.PoolStatistics;
 
     /// <summary>Bytes of all layers' latent caches.</summary>
     public long CacheBytes => _caches.Sum(c => c.Storage.ByteCount);
@@ -124,6 +146,11 @@ public sealed class InferenceSession : IDisposable
             }
         }
         starts[n] = total;
+        if (_device is not null)
+        {
+            _device.Forward(sequences, _allocator, _caches, ids, positions, slots, starts, _arena, logits);
+            return;
+        }
 
         var x = _arena.TakeSpan<float>(total * h);
         var xn = _arena.TakeSpan<float>(total * h);
@@ -333,8 +360,9 @@ public sealed class InferenceSession : IDisposable
     /// <summary>Frees caches and workspace.</summary>
     public void Dispose()
     {
-        foreach (var cache in _caches) cache.Dispose();
+        foreach (var cache in _caches) cache?.Dispose();
         _moeWorkspace?.Dispose();
+        _device?.Dispose();
         _arena.Dispose();
         _pool.Dispose();
     }

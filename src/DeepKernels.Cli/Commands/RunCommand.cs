@@ -48,18 +48,11 @@ internal sealed class RunCommand : ICliCommand
         output.WriteLine();
         bool interactive = ReferenceEquals(output, Console.Out) && !Console.IsOutputRedirected;
 
+        // auto = the CUDA backend when a device is ready, else the CPU backend; the graph runs on either.
         using var backend = BackendFactory.Create(backendName);
         Backend modelBackend = backend;
-        CpuFallback? fallback = null;
-        if (backend.MemoryLocation != MemoryLocation.Host)
-        {
-            if (backendName != "auto")
-                throw new NotSupportedException($"Backend '{backend.Name}' is available, but the model graph runs on host-memory backends only for now; use --backend cpu (or auto).");
-            fallback = new CpuFallback();
-            modelBackend = fallback.Backend;
-            output.WriteLine($"note: backend '{backend.Name}' is ready, but the model graph runs on the CPU backend for now.");
-        }
-        using var _ = fallback;
+        if (backendName == "auto")
+            output.WriteLine($"backend  : auto -> {backend.Name} ({(backend.MemoryLocation == MemoryLocation.Device ? "CUDA device ready" : "no usable CUDA device, CPU")})");
 
         var total = Stopwatch.StartNew();
         if (modelDir is null)
@@ -240,14 +233,6 @@ internal sealed class RunCommand : ICliCommand
             best = Math.Min(best, sw.Elapsed.TotalSeconds);
         }
         return 2.0 * bytes / best;
-    }
-
-    /// <summary>A CPU backend used when the requested one keeps tensors on a device.</summary>
-    private sealed class CpuFallback : IDisposable
-    {
-        public Backend Backend { get; } = BackendFactory.Create("cpu");
-
-        public void Dispose() => Backend.Dispose();
     }
 
     /// <summary>A one-line progress bar: redrawn in place on a terminal, a single summary line otherwise.</summary>

@@ -111,7 +111,7 @@ public static class Generator
             steps++;
             decodeTokens += active.Count;
             produced += active.Count;
-            poolCounts.Add(session.PoolStatistics.AllocationCount);
+            poolCounts.Add(session.PoolStatistics.AllocationCount + (session.DevicePoolStatistics?.AllocationCount ?? 0));
             onStep?.Invoke(produced, limit);
         }
         var decodeTime = sw.Elapsed;

@@ -173,8 +173,10 @@ public static class ModelLoader
         var kvaNorm = ctx.Vector(p + "kv_a_layernorm.weight", Dense, lora);
         var kvb = ctx.Linear(p + "kv_b_proj.weight", heads * (nope + vd), lora);
         var o = ctx.Linear(p + "o_proj.weight", h, heads * vd);
-        // Absorption needs W_UK and W_UV per head in float: split the dequantized kv_b_proj.
-        double[] full = kvb.DequantizeToDouble();
+        // Absorption needs W_UK and W_UV per head in float: split the dequantized kv_b_proj
+        // (read from the checkpoint on the host: on a device backend the loaded copy is not readable).
+        var (kvbCodes, kvbScales) = ctx.ReadProjection(p + "kv_b_proj.weight", heads * (nope + vd), lora);
+        double[] full = Dequantize(kvbCodes, kvbScales, heads * (nope + vd), lora);
         var wuk = new float[heads * nope * lora];
         var wuv = new float[heads * vd * lora];
         for (int hh = 0; hh < heads; hh++)
@@ -187,6 +189,16 @@ public static class ModelLoader
                     wuv[(hh * vd + d) * lora + x] = (float)full[((long)hh * (nope + vd) + nope + d) * lora + x];
         }
         return new AttentionWeights { QAProj = qa, QANorm = qaNorm, QBProj = qb, QProj = q, KvAProj = kva, KvANorm = kvaNorm, KvBProj = kvb, OProj = o, WUk = wuk, WUv = wuv };
+    }
+
+    private static double[] Dequantize(Float8E4M3[] codes, float[] scales, int n, int k)
+    {
+        int kBlocks = WeightQuantization.BlockCount(k);
+        var result = new double[(long)n * k];
+        for (int j = 0; j < n; j++)
+            for (int c = 0; c < k; c++)
+                result[(long)j * k + c] = (double)(float)codes[(long)j * k + c] * scales[(j / 128) * kBlocks + c / 128];
+        return result;
     }
 
     private sealed class Context(CheckpointDirectory checkpoint, DeepSeekV3Config config, Backend backend, List<IDisposable> owned)

@@ -40,6 +40,10 @@ public static class KernelLaunchConfigs
         new("dk_rms_norm", 256, 0),
         new("dk_silu_and_mul", 256, 0),
         new("dk_embedding_lookup", 256, 0),
+        // Model-graph glue (model_glue.cu): 16 x 16 output tile, one block per row, 256-wide rows.
+        new("dk_batched_matmul", 256, 0),
+        new("dk_rope", 128, 0),
+        new("dk_add_2d", 256, 0),
     ];
 
     /// <summary>The configuration of a kernel, or null when it is not in the table.</summary>

@@ -1,0 +1,123 @@
+using System.Diagnostics;
+using DeepKernels.Model;
+using DeepKernels.Model.Generation;
+using DeepKernels.Model.Presets;
+using DeepKernels.Tests.Cuda;
+using static DeepKernels.Tests.Cuda.Kernels.KernelTestData;
+
+namespace DeepKernels.Tests.Model;
+
+/// <summary>
+/// The tiny model on the CUDA backend (the emulator when no GPU is present) against the same
+/// checkpoint on the CPU backend: one prefill step with two prompts of different lengths, then
+/// batched decode steps fed with the same (CPU-greedy) tokens on both sides.
+/// </summary>
+[Category("Cuda")]
+public class CudaModelTests
+{
+    /// <summary>
+    /// Where attention is exact on both backends, i.e. a sequence that so far holds one token (its
+    /// softmax over one key is exactly 1, so the CUDA MLA kernel's BF16 rounding of q and P cannot
+    /// matter), the two graphs run the same FP8 activation quantization (1x128 groups, FP32
+    /// scales), the same BF16 cache rounding and the same RoPE; they differ only in FP32 summation
+    /// order (~1e-7 relative), which rarely moves a value across an E4M3 rounding boundary.
+    /// Measured: ~1e-12. 1e-6 still fails on any real fault.
+    /// </summary>
+    private const double SingleKeyBound = 1e-6;
+
+    /// <summary>
+    /// With more keys the CUDA MLA kernel rounds q and the softmax probabilities P to BF16 for its
+    /// tensor-core products (native/kernels/mla_decode.cu; the CPU backend keeps FP32), a relative
+    /// perturbation d ~ 2^-9 of the attention output. The next FP8 activation quantization turns
+    /// it into code flips: an element flips with probability ~d/ulp and then moves by one ulp
+    /// (2^-3 relative), an rms error of sqrt(d * ulp) ~ 1.3%, i.e. calc_diff ~1e-4 per layer
+    /// (measured on one dense layer: 8e-5 at 3 keys). 1e-3 leaves room for the few FP8 GEMMs after
+    /// attention in one layer; a wrong query (absorption, RoPE position, head order) moves the
+    /// attention weights themselves and the logits by far more.
+    /// </summary>
+    private const double OneLayerMultiKeyBound = 1e-3;
+
+    /// <summary>
+    /// On the whole tiny model that ~1.3% rms noise per layer compounds over 4 layers, and a top-k
+    /// expert choice whose margin is below it flips, which moves that token's logits by calc_diff
+    /// ~1e-2..2e-1 (measured: 8e-2 and 1.4e-1 on 4- and 3-token contexts). So multi-key steps of the
+    /// full model are only checked to stay strongly correlated with the CPU's (no garbage, no
+    /// sequence mix-up); the tight checks are <see cref="SingleKeyBound"/> here and
+    /// <see cref="OneLayerMultiKeyBound"/> on one layer.
+    /// </summary>
+    private const double FullModelMultiKeyBound = 0.3;
+
+    [Test]
+    public void CudaModelLogitsMatchTheCpuModel()
+    {
+        var cuda = CudaTestBackends.Get();
+        var cpuModel = TinyModelFixture.Model;
+        var clock = Stopwatch.StartNew();
+        using var gpuModel = DeepSeekV3Model.Load(TinyPreset.EnsureCheckpoint(out _, TinyModelFixture.CacheRoot), cuda);
+        int vocab = cpuModel.Config.VocabSize;
+        int[][] prompts = [[5], [300, 1999, 42]];
+        using var cpu = cpuModel.CreateSession(2, 16);
+        using var gpu = gpuModel.CreateSession(2, 16);
+        int[] cpuSeqs = [cpu.CreateSequence(), cpu.CreateSequence()];
+        int[] gpuSeqs = [gpu.CreateSequence(), gpu.CreateSequence()];
+        var cpuLogits = new float[2 * vocab];
+        var gpuLogits = new float[2 * vocab];
+        const int decodeSteps = 3;
+        long[] allocations = new long[decodeSteps];
+        var report = new List<string>();
+        IReadOnlyList<int[]> tokens = prompts;
+        for (int step = 0; step <= decodeSteps; step++)
+        {
+            cpu.Forward(cpuSeqs, tokens, cpuLogits);
+            gpu.Forward(gpuSeqs, tokens, gpuLogits);
+            AssertAllFinite(gpuLogits, $"step {step} CUDA logits");
+            for (int i = 0; i < 2; i++)
+            {
+                var c = cpuLogits.AsSpan(i * vocab, vocab);
+                var g = gpuLogits.AsSpan(i * vocab, vocab);
+                double diff = CalcDiff(g, c);
+                report.Add($"step {step} seq {i}: calc_diff {diff:E2}");
+                bool singleKey = cpu.Length(cpuSeqs[i]) == 1;
+                Assert.That(diff, Is.LessThan(singleKey ? SingleKeyBound : FullModelMultiKeyBound), $"step {step} ({(step == 0 ? "prefill" : "decode")}), sequence {i} ({cpu.Length(cpuSeqs[i])} keys): calc_diff = {diff:E3}");
+            }
+            if (step > 0) allocations[step - 1] = gpu.DevicePoolStatistics!.Value.AllocationCount;
+            // Feed both sessions the CPU's greedy tokens so that they stay on the same sequence.
+            tokens = [[TokenSampler.ArgMax(cpuLogits.AsSpan(0, vocab))], [TokenSampler.ArgMax(cpuLogits.AsSpan(vocab, vocab))]];
+        }
+        Assert.That(gpu.Length(gpuSeqs[0]), Is.EqualTo(prompts[0].Length + decodeSteps));
+        // After the first decode step the device workspace pool allocates nothing more.
+        Assert.That(allocations, Is.All.EqualTo(allocations[0]), $"device pool allocation counts per decode step: {string.Join(", ", allocations)}");
+        TestContext.Out.WriteLine($"{cuda.Name}: {string.Join("; ", report)}; {clock.Elapsed.TotalSeconds:F1} s");
+    }
+
+    [Test]
+    public void OneDenseLayerOnCudaMatchesCpuOverSeveralKeys()
+    {
+        var cuda = CudaTestBackends.Get();
+        using var cpuModel = TinyModelFixture.OneLayer(moe: false);
+        var config = TinyPreset.Config with { NumHiddenLayers = 1, FirstKDenseReplace = 1, NumNextnPredictLayers = 0, SourceName = "one-layer" };
+        using var gpuModel = DeepSeekV3Model.Load(TinyPreset.EnsureCheckpoint(out _, TinyModelFixture.CacheRoot, config, 5), cuda);
+        int vocab = cpuModel.Config.VocabSize;
+        using var cpu = cpuModel.CreateSession(2, 16);
+        using var gpu = gpuModel.CreateSession(2, 16);
+        int[] cpuSeqs = [cpu.CreateSequence(), cpu.CreateSequence()];
+        int[] gpuSeqs = [gpu.CreateSequence(), gpu.CreateSequence()];
+        var cpuLogits = new float[2 * vocab];
+        var gpuLogits = new float[2 * vocab];
+        IReadOnlyList<int[]> tokens = [[17, 1200], [5, 900, 33, 2047, 64]];
+        var report = new List<string>();
+        for (int step = 0; step < 3; step++)
+        {
+            cpu.Forward(cpuSeqs, tokens, cpuLogits);
+            gpu.Forward(gpuSeqs, tokens, gpuLogits);
+            for (int i = 0; i < 2; i++)
+            {
+                double diff = CalcDiff(gpuLogits.AsSpan(i * vocab, vocab), cpuLogits.AsSpan(i * vocab, vocab));
+                report.Add($"step {step} seq {i} ({cpu.Length(cpuSeqs[i])} keys): {diff:E2}");
+                Assert.That(diff, Is.LessThan(OneLayerMultiKeyBound), $"step {step}, sequence {i} ({cpu.Length(cpuSeqs[i])} keys): calc_diff = {diff:E3}");
+            }
+            tokens = [[TokenSampler.ArgMax(cpuLogits.AsSpan(0, vocab))], [TokenSampler.ArgMax(cpuLogits.AsSpan(vocab, vocab))]];
+        }
+        TestContext.Out.WriteLine(string.Join("; ", report));
+    }
+}
