@@ -107,7 +107,8 @@ internal sealed class DeviceGraph : IDisposable
 
         // Attention groups: one batched decode call when every sequence brings one token, else one
         // causal call per sequence (s_q = its new tokens). Block tables, lengths and the split-KV
-        // schedule are the same for every layer: built and uploaded once per step.
+        // schedule are the same for every layer: checked, built and uploaded once per step, so no
+        // layer reads anything back from the device.
         bool decode = total == n;
         int groups = decode ? 1 : n;
         var attention = new AttentionGroup[groups];
@@ -120,12 +121,8 @@ internal sealed class DeviceGraph : IDisposable
             var table = host.TakeSpan<int>(count * maxPages);
             var lens = host.TakeSpan<int>(count);
             allocator.ExportBlockTable(members, maxPages, table, lens);
-            var tableView = _arena.Take(DType.Int32, count, maxPages);
-            var lensView = _arena.Take(DType.Int32, count);
-            b.CopyFromHost(MemoryMarshal.AsBytes(table), tableView);
-            b.CopyFromHost(MemoryMarshal.AsBytes(lens), lensView);
-            attention[g] = new AttentionGroup(starts[first], decode ? 1 : starts[g + 1] - starts[g], count, tableView, lensView,
-                MlaDecode.CreateSchedule(b, lens, caches[0].PageSize));
+            var tables = MlaBlockTable.Create(b, caches[0], table, lens, _arena.Take(DType.Int32, count, maxPages), _arena.Take(DType.Int32, count), members);
+            attention[g] = new AttentionGroup(starts[first], decode ? 1 : starts[g + 1] - starts[g], count, tables);
         }
 
         var x = _arena.Take(DType.Float32, total, h);
@@ -159,7 +156,7 @@ internal sealed class DeviceGraph : IDisposable
         b.CopyToHost(deviceLogits, MemoryMarshal.AsBytes(logits));
     }
 
-    private readonly record struct AttentionGroup(int FirstRow, int SQ, int Batch, TensorView BlockTable, TensorView Seqlens, MlaSchedule Schedule);
+    private readonly record struct AttentionGroup(int FirstRow, int SQ, int Batch, MlaBlockTable Tables);
 
     /// <summary>y = x W^T through 1x128 activation quantization and the FP8 GEMM, as <see cref="Fp8Linear.Forward"/> does on the host.</summary>
     private TensorView Linear(Fp8Linear linear, TensorView x, TensorView? output = null)
@@ -230,7 +227,7 @@ internal sealed class DeviceGraph : IDisposable
             var qg = new TensorView(qAbs.Data + (nint)((long)g.FirstRow * heads * latent * F), DType.Float32, q.Location, g.Batch, g.SQ, heads, latent);
             var og = new TensorView(outLat.Data + (nint)((long)g.FirstRow * heads * lora * F), DType.Float32, q.Location, g.Batch, g.SQ, heads, lora);
             var lse = _arena.Take(DType.Float32, g.Batch, heads, g.SQ);
-            MlaDecode.Run(b, qg, cache, g.BlockTable, g.Seqlens, scale, causal: g.SQ > 1, og, lse, g.Schedule);
+            MlaDecode.Run(b, qg, cache, g.Tables, scale, causal: g.SQ > 1, og, lse);
         }
 
         // Values: latent out x W_UV per head -> [t, heads * 128], then o_proj into the output.

@@ -60,6 +60,66 @@ public static class MlaDecode
             throw new ArgumentException($"Expected a cache on backend '{backend.Name}', got one on '{cache.Backend.Name}'.", nameof(cache));
         LatentCacheFormat.ValidatePageSize(cache.PageSize, "cache.PageSize");
 
+        var (b, sQ, hQ) = ValidateQueries(backend, q, softmaxScale, output, lse);
+        Guard.Rank(blockTable, 2, nameof(blockTable));
+        Guard.DType(blockTable, DType.Int32, nameof(blockTable));
+        if (blockTable.Dim(0) != b)
+            throw new ArgumentException($"Expected blockTable with {b} rows (batch of q), got {blockTable}.", nameof(blockTable));
+        long maxPages = blockTable.Dim(1);
+        Guard.DType(cacheSeqlens, DType.Int32, nameof(cacheSeqlens));
+        Guard.Shape(cacheSeqlens, nameof(cacheSeqlens), b);
+        foreach (var (view, name) in new[] { (blockTable, nameof(blockTable)), (cacheSeqlens, nameof(cacheSeqlens)) })
+        {
+            Guard.Contiguous(view, name);
+            Guard.OnBackend(view, backend, name);
+        }
+        if (!sequenceIds.IsEmpty) Guard.Length(sequenceIds.Length, b, nameof(sequenceIds));
+
+        // Device-resident tables are downloaded to be checked: one synchronisation per call.
+        // MlaBlockTable checks once per step on the host instead.
+        int[] lens = ReadInts(backend, cacheSeqlens);
+        int[] table = ReadInts(backend, blockTable);
+        ValidateTable(cache, table, lens, (int)maxPages, sequenceIds);
+        int page = cache.PageSize;
+
+        var impl = Guard.Implementation<IMlaDecodeBackend>(backend, "MLA decode");
+        schedule ??= MlaSchedule.Create(lens, page, impl.MlaWorkers);
+        if (!schedule.Matches(lens, page))
+            throw new ArgumentException("Expected a schedule built for these cacheSeqlens and the cache's page size; build one per step with MlaDecode.CreateSchedule.", nameof(schedule));
+        if (b == 0) return;
+        impl.MlaDecode(new MlaDecodeArgs(q, cache.Storage, cache.Layout, page, blockTable, (int)maxPages, lens, schedule,
+            softmaxScale, causal, output, lse, (int)b, (int)sQ, (int)hQ));
+    }
+
+    /// <summary>
+    /// Runs decode on <paramref name="backend"/> with a step's <paramref name="tables"/>, checked
+    /// and uploaded once by <see cref="MlaBlockTable.Create"/>: nothing is read back from the
+    /// device. The other arguments are as in the overload that takes device tables.
+    /// </summary>
+    public static void Run(Backend backend, TensorView q, PagedLatentCache cache, MlaBlockTable tables,
+        float softmaxScale, bool causal, TensorView output, TensorView lse)
+    {
+        ArgumentNullException.ThrowIfNull(backend);
+        ArgumentNullException.ThrowIfNull(cache);
+        ArgumentNullException.ThrowIfNull(tables);
+        if (!ReferenceEquals(cache.Backend, backend))
+            throw new ArgumentException($"Expected a cache on backend '{backend.Name}', got one on '{cache.Backend.Name}'.", nameof(cache));
+        if (!ReferenceEquals(cache.Allocator, tables.Allocator))
+            throw new ArgumentException("Expected tables checked against this cache's page allocator; build them with MlaBlockTable.Create over a cache sharing it.", nameof(tables));
+        if (!tables.Schedule.Matches(tables.Seqlens, cache.PageSize))
+            throw new ArgumentException($"Expected tables built for page size {cache.PageSize}, the cache's.", nameof(tables));
+        Guard.OnBackend(tables.BlockTable, backend, nameof(tables));
+        var (b, sQ, hQ) = ValidateQueries(backend, q, softmaxScale, output, lse);
+        if (b != tables.Batch)
+            throw new ArgumentException($"Expected tables for a batch of {b} (q's), got {tables.Batch}.", nameof(tables));
+        var impl = Guard.Implementation<IMlaDecodeBackend>(backend, "MLA decode");
+        if (b == 0) return;
+        impl.MlaDecode(new MlaDecodeArgs(q, cache.Storage, cache.Layout, cache.PageSize, tables.BlockTable, tables.MaxPages, tables.Seqlens,
+            tables.Schedule, softmaxScale, causal, output, lse, (int)b, (int)sQ, (int)hQ));
+    }
+
+    private static (long Batch, long SQ, long HQ) ValidateQueries(Backend backend, TensorView q, float softmaxScale, TensorView output, TensorView lse)
+    {
         Guard.Rank(q, 4, nameof(q));
         Guard.DType(q, DType.Float32, DType.BFloat16, nameof(q));
         long b = q.Dim(0), sQ = q.Dim(1), hQ = q.Dim(2);
@@ -71,38 +131,33 @@ public static class MlaDecode
         if (hQ % hKv != 0) throw new ArgumentException($"Expected h_q divisible by h_kv = {hKv}, got h_q = {hQ}.", nameof(q));
         if (!float.IsFinite(softmaxScale) || softmaxScale <= 0)
             throw new ArgumentOutOfRangeException(nameof(softmaxScale), softmaxScale, "Expected a finite softmax scale > 0.");
-        Guard.Rank(blockTable, 2, nameof(blockTable));
-        Guard.DType(blockTable, DType.Int32, nameof(blockTable));
-        if (blockTable.Dim(0) != b)
-            throw new ArgumentException($"Expected blockTable with {b} rows (batch of q), got {blockTable}.", nameof(blockTable));
-        long maxPages = blockTable.Dim(1);
-        Guard.DType(cacheSeqlens, DType.Int32, nameof(cacheSeqlens));
-        Guard.Shape(cacheSeqlens, nameof(cacheSeqlens), b);
         Guard.DType(output, DType.Float32, DType.BFloat16, nameof(output));
         Guard.Shape(output, nameof(output), b, sQ, hQ, LatentDim);
         Guard.DType(lse, DType.Float32, nameof(lse));
         Guard.Shape(lse, nameof(lse), b, hQ, sQ);
-        foreach (var (view, name) in new[] { (q, nameof(q)), (blockTable, nameof(blockTable)), (cacheSeqlens, nameof(cacheSeqlens)), (output, nameof(output)), (lse, nameof(lse)) })
+        foreach (var (view, name) in new[] { (q, nameof(q)), (output, nameof(output)), (lse, nameof(lse)) })
         {
             Guard.Contiguous(view, name);
             Guard.OnBackend(view, backend, name);
         }
-        if (!sequenceIds.IsEmpty) Guard.Length(sequenceIds.Length, b, nameof(sequenceIds));
+        return (b, sQ, hQ);
+    }
 
-        int[] lens = ReadInts(backend, cacheSeqlens);
-        int[] table = ReadInts(backend, blockTable);
+    /// <summary>Every used block-table entry names a page of the cache that its sequence owns; lengths fit the table.</summary>
+    internal static void ValidateTable(PagedLatentCache cache, ReadOnlySpan<int> blockTable, ReadOnlySpan<int> cacheSeqlens, int maxPages, ReadOnlySpan<int> sequenceIds)
+    {
         int page = cache.PageSize;
         var alloc = cache.Allocator;
-        for (int i = 0; i < b; i++)
+        for (int i = 0; i < cacheSeqlens.Length; i++)
         {
-            int len = lens[i];
+            int len = cacheSeqlens[i];
             if (len < 0) throw new ArgumentException($"Expected cacheSeqlens[{i}] >= 0, got {len}.", nameof(cacheSeqlens));
             long pages = (len + (long)page - 1) / page;
             if (pages > maxPages)
                 throw new ArgumentException($"cacheSeqlens[{i}] = {len} needs {pages} pages of {page} tokens, but blockTable has {maxPages} columns.", nameof(cacheSeqlens));
             for (int p = 0; p < pages; p++)
             {
-                int entry = table[i * maxPages + p];
+                int entry = blockTable[i * maxPages + p];
                 if ((uint)entry >= (uint)cache.NumPages)
                     throw new ArgumentException($"blockTable[{i}, {p}] = {entry} is outside the cache's pages [0, {cache.NumPages}).", nameof(blockTable));
                 if (!sequenceIds.IsEmpty)
@@ -118,14 +173,6 @@ public static class MlaDecode
             if (!sequenceIds.IsEmpty && alloc.Length(sequenceIds[i]) < len)
                 throw new ArgumentException($"cacheSeqlens[{i}] = {len} exceeds the {alloc.Length(sequenceIds[i])} tokens of sequence {sequenceIds[i]}.", nameof(cacheSeqlens));
         }
-
-        var impl = Guard.Implementation<IMlaDecodeBackend>(backend, "MLA decode");
-        schedule ??= MlaSchedule.Create(lens, page, impl.MlaWorkers);
-        if (!schedule.Matches(lens, page))
-            throw new ArgumentException("Expected a schedule built for these cacheSeqlens and the cache's page size; build one per step with MlaDecode.CreateSchedule.", nameof(schedule));
-        if (b == 0) return;
-        impl.MlaDecode(new MlaDecodeArgs(q, cache.Storage, cache.Layout, page, blockTable, (int)maxPages, lens, schedule,
-            softmaxScale, causal, output, lse, (int)b, (int)sQ, (int)hQ));
     }
 
     /// <summary>
