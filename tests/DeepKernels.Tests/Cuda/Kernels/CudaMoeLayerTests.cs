@@ -1,5 +1,6 @@
 using DeepKernels.Backends;
 using DeepKernels.Backends.Cpu;
+using DeepKernels.Backends.Cuda;
 using DeepKernels.Formats;
 using DeepKernels.Ops.MoeLayer;
 using DeepKernels.Tensors;
@@ -236,5 +237,40 @@ public class CudaMoeLayerTests
         var actual = Forward(cuda, cudaLayer, cudaWs, x, ids, w, 2, DType.Float32);
         Assert.That(CalcDiff(actual, expected), Is.LessThan(1e-3));
         Assert.That(expected.Select(Math.Abs).Max(), Is.GreaterThan(1e-3f));
+    }
+
+    [Test]
+    public void LayerCallKeepsRoutingOnTheDevice()
+    {
+        // The same emulator or GPU behind a driver that counts transfers and synchronizations.
+        var shared = CudaTestBackends.Get();
+        var driver = new CountingCudaDriver(shared.Driver);
+        Assert.That(CudaBackend.TryCreate(driver, 0, out var created, out string reason), Is.True, reason);
+        using var cuda = created!;
+        var config = new MoeLayerConfig { Hidden = 256, Intermediate = 256, NumExperts = 4, TopK = 2, SharedIntermediate = 256 };
+        const int tokens = 13;
+        using var cpuLayer = BuildLayer(CpuBackend.Default, config, 21);
+        using var cudaLayer = BuildLayer(cuda, config, 21);
+        using var cpuWs = MoeWorkspace.Create(CpuBackend.Default, config, tokens);
+        using var ws = MoeWorkspace.Create(cuda, config, tokens);
+        var rng = new Random(4);
+        var x = Gaussian(tokens * config.Hidden, rng, 2.0);
+        var (ids, w) = Routing(tokens, config.TopK, config.NumExperts, rng);
+        var expected = Forward(CpuBackend.Default, cpuLayer, cpuWs, x, ids, w, tokens, DType.Float32);
+        using var xb = Put(cuda, x, DType.Float32, tokens, config.Hidden);
+        using var idb = Put(cuda, ids, DType.Int32, tokens, config.TopK);
+        using var wb = Put(cuda, w, DType.Float32, tokens, config.TopK);
+        using var ob = cuda.Allocate(DType.Float32, tokens, config.Hidden);
+        MoeFeedForward.Forward(cuda, cudaLayer.Weights, xb, idb, wb, ws, ob); // warm-up: lazily allocated helpers
+        cuda.Zero(ob);
+        driver.Reset();
+        MoeFeedForward.Forward(cuda, cudaLayer.Weights, xb, idb, wb, ws, ob);
+        Assert.That(driver.DeviceToHostCopies, Is.Zero, "device-to-host copies during a MoE layer call");
+        Assert.That(driver.StreamSynchronizations, Is.Zero, "stream synchronizations during a MoE layer call");
+        Assert.That(driver.HostToDeviceCopies, Is.Zero, "host-to-device copies during a MoE layer call");
+        Assert.That(driver.Launches, Is.GreaterThan(5));
+        cuda.ThrowIfDeviceRoutingError();
+        Assert.That(CalcDiff(ReadFloats(cuda, ob), expected), Is.LessThan(1e-3));
+        Assert.That(driver.DeviceToHostCopies, Is.GreaterThan(0), "the counting driver sees downloads");
     }
 }
