@@ -6,7 +6,9 @@
 // (amax over finite values, scale = max(amax, 1e-4) / 448, UE8M0 rounds it up to a power of two;
 // E4M3 RNE saturating: bit-identical to dk_quantize_act_fp8), codes to rows and scales to
 // row_scales [R, ceil(width/128)] (FP32, or UE8M0 bytes with scales_ue8m0). Each token is read
-// and quantized once, whatever its number of rows.
+// and quantized once, whatever its number of rows. With token_q != null (mode 1 only) the token's
+// own codes [tokens, width] and scales [tokens, ceil(width/128)] (same format) are written too:
+// the MoE layer's shared expert then needs no separate quantization pass over the input.
 // Launch: grid = (tokens, ceil(width/128), 1), block = (128, 1, 1), no dynamic shared memory.
 //
 // Both kernels take the row count of rows / expert_out (row_count) and skip an inverse entry
@@ -31,7 +33,7 @@ DK_DEVICE float load_value(const void* p, long long i, int bf16)
 
 extern "C" __global__ void __launch_bounds__(128)
 dk_moe_gather(const void* input, int input_bf16, const int* inverse, int tokens, int width, int top_k, void* rows, int mode, void* row_scales,
-              int scales_ue8m0, int row_count, int* error)
+              int scales_ue8m0, int row_count, int* error, unsigned char* token_q, void* token_scales)
 {
   __shared__ float warp_amax[4];
   const int token = blockIdx.x, group = blockIdx.y;
@@ -70,6 +72,14 @@ dk_moe_gather(const void* input, int input_bf16, const int* inverse, int tokens,
   }
   const unsigned char code = dk::f32_to_e4m3_sat(v / scale);
   const int groups = (width + 127) / 128;
+  if (token_q != nullptr) {
+    if (inside) token_q[src] = code;
+    if (threadIdx.x == 0) {
+      const long long s = static_cast<long long>(token) * groups + group;
+      if (scales_ue8m0) static_cast<unsigned char*>(token_scales)[s] = static_cast<unsigned char>(e8);
+      else static_cast<float*>(token_scales)[s] = scale;
+    }
+  }
   for (int j = 0; j < top_k; ++j) {
     const int r = slots[j];
     if (r == -1) continue;

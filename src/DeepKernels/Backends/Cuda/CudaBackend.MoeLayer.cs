@@ -42,8 +42,10 @@ public sealed partial class CudaBackend : IMoeLayerBackend
 
         if (rows > 0)
         {
-            // 2. Gather with the FP8 quantization fused in (bit-identical to quantizing each token once).
-            permute.Gather(new MoeGatherArgs(a.X, tokens, h, inverse, k, ws.RowQ.SliceRows(0, capacity), ws.RowScales.SliceRows(0, capacity)));
+            // 2. Gather with the FP8 quantization fused in (bit-identical to quantizing each token
+            //    once); the same pass writes the token-major codes the shared expert reads.
+            LaunchGather(new MoeGatherArgs(a.X, tokens, h, inverse, k, ws.RowQ.SliceRows(0, capacity), ws.RowScales.SliceRows(0, capacity)),
+                shared > 0 ? ws.TokenQ.SliceRows(0, tokens) : null, shared > 0 ? ws.TokenScales.SliceRows(0, tokens) : null);
 
             // 3. gate_up, SiLU(gate) * up re-quantized, down over the row bound; padding rows are skipped.
             var usedIndices = ws.MIndices.SliceRows(0, rows);
@@ -61,7 +63,7 @@ public sealed partial class CudaBackend : IMoeLayerBackend
         {
             var tokenQ = ws.TokenQ.SliceRows(0, tokens);
             var tokenScales = ws.TokenScales.SliceRows(0, tokens);
-            ((IActivationQuantizationBackend)this).QuantizeActivations(new ActivationQuantizationArgs(a.X, tokenQ, tokenScales, tokens, h));
+            if (rows == 0) ((IActivationQuantizationBackend)this).QuantizeActivations(new ActivationQuantizationArgs(a.X, tokenQ, tokenScales, tokens, h));
             var sharedGateUp = ws.SharedGateUp.SliceRows(0, tokens);
             gemm.GroupedGemm(new GroupedGemmArgs(Lift3(tokenQ), Lift3(tokenScales), null, ws.SharedMaskedM, tokens, tokens, 1, 2 * shared, h,
                 MoeLayerWeights.Lift(w.SharedGateUp!.Value), MoeLayerWeights.Lift(w.SharedGateUpScales!.Value), Lift3(sharedGateUp), tokens));

@@ -11,8 +11,8 @@ public sealed partial class CudaBackend : IMoePermuteBackend
 {
     /// <summary>
     /// Gather (optionally with fused FP8 quantization): <c>dk_moe_gather(input, input_bf16,
-    /// inverse, tokens, width, top_k, rows, mode, row_scales, scales_ue8m0, row_count, error)</c>
-    /// (native/kernels/moe_permute.cu).
+    /// inverse, tokens, width, top_k, rows, mode, row_scales, scales_ue8m0, row_count, error,
+    /// token_q, token_scales)</c> (native/kernels/moe_permute.cu).
     /// </summary>
     internal const string MoeGatherKernel = "dk_moe_gather";
 
@@ -224,7 +224,14 @@ public sealed partial class CudaBackend : IMoePermuteBackend
         return (int)Math.Clamp(hint, 1, Math.Max(1, a.MMax));
     }
 
-    void IMoePermuteBackend.Gather(in MoeGatherArgs a)
+    void IMoePermuteBackend.Gather(in MoeGatherArgs a) => LaunchGather(a, null, null);
+
+    /// <summary>
+    /// The gather; with <paramref name="tokenQ"/> [T, width] and <paramref name="tokenScales"/>
+    /// [T, ceil(width/128)] (quantizing gather only, scales in the row scales' format) each
+    /// token's own FP8 codes and scales are written as well, in the same pass.
+    /// </summary>
+    internal void LaunchGather(in MoeGatherArgs a, TensorView? tokenQ, TensorView? tokenScales)
     {
         if (a.Tokens == 0) return;
         long rowCount = a.Rows.ElementCount / a.Width;
@@ -244,7 +251,9 @@ public sealed partial class CudaBackend : IMoePermuteBackend
             KernelArg.Pointer(quantize && scales is TensorView s ? s.Data : 0),
             quantize && scales is TensorView u && u.DType == DType.UE8M0 ? 1 : 0,
             (int)Math.Min(rowCount, int.MaxValue),
-            KernelArg.Pointer(RoutingErrorWord()));
+            KernelArg.Pointer(RoutingErrorWord()),
+            KernelArg.Pointer(quantize && tokenQ is TensorView tq ? tq.Data : 0),
+            KernelArg.Pointer(quantize && tokenScales is TensorView ts ? ts.Data : 0));
     }
 
     void IMoePermuteBackend.Combine(in MoeCombineArgs a)
