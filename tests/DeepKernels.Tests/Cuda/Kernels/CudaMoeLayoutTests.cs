@@ -2,6 +2,7 @@ using DeepKernels.Backends;
 using DeepKernels.Backends.Cpu;
 using DeepKernels.Backends.Cuda;
 using DeepKernels.Ops.MoePermute;
+using DeepKernels.Ops.Quantize;
 using DeepKernels.Tensors;
 using static DeepKernels.Tests.Cuda.Kernels.KernelTestData;
 
@@ -197,5 +198,40 @@ public class CudaMoeLayoutTests
         Assert.That(result.Offsets[e], Is.EqualTo(4 * 8), "the other 10 ids: experts 1 and 2 twice, each padded to 4");
         var ex = Assert.Throws<ArgumentException>(cuda.ThrowIfDeviceRoutingError);
         Assert.That(ex!.Message, Does.Contain("got 8 at flat index 7").And.Contain("[-1, 8)"));
+    }
+
+    [TestCase(DType.Float32)]
+    [TestCase(DType.UE8M0)]
+    public void GatherAlsoWritesTheTokenCodesBitIdenticalToActivationQuantization(DType scaleType)
+    {
+        var cuda = CudaTestBackends.Get();
+        const int t = 6, k = 3, e = 5, width = 300, groups = 3;
+        var rng = new Random(8);
+        var x = Gaussian(t * width, rng, 4.0);
+        x[5] = float.NaN;
+        var ids = RandomIds(t, k, e, 8);
+        int capacity = MoePermutation.ContiguousCapacity(t, k, e, 4);
+        var inverse = new int[t * k];
+        MoePermutation.BuildContiguous(ids, k, e, 4, new int[e + 1], new int[capacity], new int[capacity], inverse);
+        using var input = Put(cuda, x, DType.Float32, t, width);
+        using var inv = Put(cuda, inverse, DType.Int32, t, k);
+        using var rows = cuda.Allocate(DType.Float8E4M3, capacity, width);
+        using var rowScales = cuda.Allocate(scaleType, capacity, groups);
+        using var tokenQ = cuda.Allocate(DType.Float8E4M3, t, width);
+        using var tokenScales = cuda.Allocate(scaleType, t, groups);
+        using var refQ = cuda.Allocate(DType.Float8E4M3, t, width);
+        using var refScales = cuda.Allocate(scaleType, t, groups);
+        cuda.LaunchGather(new MoeGatherArgs(input, t, width, inv, k, rows, rowScales), tokenQ, tokenScales);
+        ActivationQuantization.Quantize(cuda, input, refQ, refScales);
+        Assert.That(cuda.Download<byte>(tokenQ), Is.EqualTo(cuda.Download<byte>(refQ)), "token codes");
+        Assert.That(cuda.Download<byte>(tokenScales), Is.EqualTo(cuda.Download<byte>(refScales)), "token scales");
+        // And the gathered rows are those codes.
+        var q = cuda.Download<byte>(tokenQ);
+        var r = cuda.Download<byte>(rows);
+        for (int i = 0; i < t * k; i++)
+        {
+            if (inverse[i] < 0) continue;
+            Assert.That(r.AsSpan(inverse[i] * width, width).ToArray(), Is.EqualTo(q.AsSpan(i / k * width, width).ToArray()), $"row of (token {i / k}, slot {i % k})");
+        }
     }
 }
