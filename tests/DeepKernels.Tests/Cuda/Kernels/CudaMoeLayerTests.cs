@@ -271,6 +271,15 @@ public class CudaMoeLayerTests
         Assert.That(driver.Launches, Is.GreaterThan(5));
         cuda.ThrowIfDeviceRoutingError();
         Assert.That(CalcDiff(ReadFloats(cuda, ob), expected), Is.LessThan(1e-3));
+
+        // Gate + layer in one call: the router's ids go straight from its kernel to the layout kernels.
+        var router = new DeepKernels.Ops.MoeRouter.MoeRouterConfig { TopK = config.TopK };
+        using var logits = Put(cuda, Gaussian(tokens * config.NumExperts, rng), DType.Float32, tokens, config.NumExperts);
+        MoeFeedForward.Forward(cuda, cudaLayer.Weights, router, logits, null, xb, ws, ob);
+        driver.Reset();
+        MoeFeedForward.Forward(cuda, cudaLayer.Weights, router, logits, null, xb, ws, ob);
+        Assert.That(driver.DeviceToHostCopies + driver.StreamSynchronizations + driver.HostToDeviceCopies, Is.Zero, "transfers or syncs in a routed MoE layer call");
+        AssertAllFinite(ReadFloats(cuda, ob), "routed layer output");
         Assert.That(driver.DeviceToHostCopies, Is.GreaterThan(0), "the counting driver sees downloads");
     }
 }
