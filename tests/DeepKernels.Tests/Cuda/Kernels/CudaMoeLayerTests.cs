@@ -240,6 +240,30 @@ public class CudaMoeLayerTests
     }
 
     [Test]
+    public void LayerWithFewActiveExpertsRunsOverTrailingPaddingTiles()
+    {
+        // Experts 1 and 5 of 8 only: 256 rows used, but the device layout's bound is 1024 rows, so
+        // the GEMMs and the SiLU kernel run over 6 all-padding row tiles that must be skipped.
+        var cuda = CudaTestBackends.Get();
+        var config = new MoeLayerConfig { Hidden = 256, Intermediate = 256, NumExperts = 8, TopK = 2 };
+        const int tokens = 13;
+        Assert.That(CudaBackend.DeviceContiguousRows(tokens, 2, 8, 128), Is.EqualTo(1024));
+        using var cpuLayer = BuildLayer(CpuBackend.Default, config, 31);
+        using var cudaLayer = BuildLayer(cuda, config, 31);
+        using var cpuWs = MoeWorkspace.Create(CpuBackend.Default, config, tokens);
+        using var cudaWs = MoeWorkspace.Create(cuda, config, tokens);
+        var rng = new Random(6);
+        var x = Gaussian(tokens * config.Hidden, rng, 2.0);
+        var ids = Enumerable.Range(0, tokens * 2).Select(i => i % 2 == 0 ? 1 : 5).ToArray();
+        var w = Enumerable.Range(0, tokens * 2).Select(_ => (float)(rng.NextDouble() + 0.1)).ToArray();
+        var expected = Forward(CpuBackend.Default, cpuLayer, cpuWs, x, ids, w, tokens, DType.Float32);
+        var actual = Forward(cuda, cudaLayer, cudaWs, x, ids, w, tokens, DType.Float32);
+        AssertAllFinite(actual, "cuda output");
+        Assert.That(CalcDiff(actual, expected), Is.LessThan(1e-3));
+        Assert.That(expected.Select(Math.Abs).Max(), Is.GreaterThan(1e-3f));
+    }
+
+    [Test]
     public void LayerCallKeepsRoutingOnTheDevice()
     {
         // The same emulator or GPU behind a driver that counts transfers and synchronizations.
