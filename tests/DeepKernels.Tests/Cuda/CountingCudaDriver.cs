@@ -12,8 +12,9 @@ internal sealed class CountingCudaDriver(ICudaDriver inner) : ICudaDriver
     public int HostToDeviceCopies { get; private set; }
     public int StreamSynchronizations { get; private set; }
     public int Launches { get; private set; }
+    public int Allocations { get; private set; }
 
-    public void Reset() => DeviceToHostCopies = HostToDeviceCopies = StreamSynchronizations = Launches = 0;
+    public void Reset() => DeviceToHostCopies = HostToDeviceCopies = StreamSynchronizations = Launches = Allocations = 0;
 
     public string Name => inner.Name;
     public CudaProbeResult Probe() => inner.Probe();
@@ -28,9 +29,19 @@ internal sealed class CountingCudaDriver(ICudaDriver inner) : ICudaDriver
     public int GetFunctionAttribute(nint function, CudaFunctionAttribute attribute) => inner.GetFunctionAttribute(function, attribute);
     public void SetFunctionAttribute(nint function, CudaFunctionAttribute attribute, int value) => inner.SetFunctionAttribute(function, attribute, value);
     public int MaxActiveBlocksPerMultiprocessor(nint function, int blockSize, nuint dynamicSharedBytes) => inner.MaxActiveBlocksPerMultiprocessor(function, blockSize, dynamicSharedBytes);
-    public ulong Allocate(nuint bytes) => inner.Allocate(bytes);
+    public ulong Allocate(nuint bytes)
+    {
+        Allocations++;
+        return inner.Allocate(bytes);
+    }
+
     public void Free(ulong pointer) => inner.Free(pointer);
-    public ulong AllocateAsync(nuint bytes, nint stream) => inner.AllocateAsync(bytes, stream);
+    public ulong AllocateAsync(nuint bytes, nint stream)
+    {
+        Allocations++;
+        return inner.AllocateAsync(bytes, stream);
+    }
+
     public void FreeAsync(ulong pointer, nint stream) => inner.FreeAsync(pointer, stream);
     public nint AllocateHost(nuint bytes) => inner.AllocateHost(bytes);
     public void FreeHost(nint pointer) => inner.FreeHost(pointer);

@@ -38,7 +38,7 @@ public sealed partial class CudaBackend : IMoeLayerBackend
         var inverse = ws.Inverse.SliceRows(0, tokens);
         var mIndices = ws.MIndices.SliceRows(0, capacity);
         int rows = BuildContiguousOnDevice(new MoeContiguousArgs(a.ExpertIds, tokens, k, c.NumExperts, ws.Alignment,
-            ws.ExpertOffsets, mIndices, ws.RowTokens.SliceRows(0, capacity), inverse), shared > 0 ? ws.SharedMaskedM : null, tokens);
+            ws.ExpertOffsets, mIndices, ws.RowTokens.SliceRows(0, capacity), inverse), shared > 0 ? ws.SharedMaskedM : null, tokens, ws.LayoutScratch);
 
         if (rows > 0)
         {

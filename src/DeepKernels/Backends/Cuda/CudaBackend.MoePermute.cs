@@ -102,9 +102,14 @@ public sealed partial class CudaBackend : IMoePermuteBackend
 
     private TensorView LayoutStatus() => (_layoutStatus ??= Allocate(DType.Int32, StatusWords)).View;
 
-    private TensorView LayoutScratch(int chunks, int experts)
+    /// <summary>Int32 elements of the layout builder's scratch for up to <paramref name="tokens"/> x <paramref name="topK"/> ids.</summary>
+    internal static long LayoutScratchLength(int tokens, int topK, int experts) =>
+        ((long)tokens * topK + LayoutChunk - 1) / LayoutChunk * (experts + 1);
+
+    private TensorView LayoutScratch(int chunks, int experts, TensorView? provided)
     {
         long needed = (long)chunks * (experts + 1);
+        if (provided is TensorView p && p.ElementCount >= needed) return p;
         if (_layoutScratch is null || _layoutScratch.View.ElementCount < needed)
         {
             // Grows to the largest call seen (warm-up); never freed per call.
@@ -146,11 +151,11 @@ public sealed partial class CudaBackend : IMoePermuteBackend
 
     // Three launches (count, scan, scatter) and two memsets: the ids never leave the device.
     private void LaunchLayout(TensorView ids, int tokens, int topK, int experts, int alignment, int mMax, TensorView? expertOffsets, TensorView? maskedM,
-        TensorView inverse, TensorView? mIndices, TensorView rowTokens, TensorView? sharedMaskedM, int sharedTokens)
+        TensorView inverse, TensorView? mIndices, TensorView rowTokens, TensorView? sharedMaskedM, int sharedTokens, TensorView? scratchBuffer)
     {
         int n = tokens * topK;
         int chunks = (n + LayoutChunk - 1) / LayoutChunk;
-        var scratch = LayoutScratch(chunks, experts);
+        var scratch = LayoutScratch(chunks, experts, scratchBuffer);
         nint chunkCounts = scratch.Data, chunkBad = scratch.Data + (nint)chunks * experts * sizeof(int);
         var error = RoutingErrorWord();
         var status = LayoutStatus();
@@ -182,11 +187,13 @@ public sealed partial class CudaBackend : IMoePermuteBackend
     }
 
     /// <summary>
-    /// Builds the contiguous layout on the device (no copy of the ids to the host). Returns the
+    /// Builds the contiguous layout on the device (no copy of the ids to the host), with
+    /// <paramref name="scratch"/> (Int32, <see cref="LayoutScratchLength"/>) or else a scratch
+    /// buffer this backend keeps and grows. Returns the
     /// rows to process: the exact count with <see cref="ValidateDeviceRouting"/>, else the bound
     /// of <see cref="DeviceContiguousRows"/>; expertOffsets[E] on the device holds the exact count.
     /// </summary>
-    internal int BuildContiguousOnDevice(in MoeContiguousArgs a, TensorView? sharedMaskedM, int sharedTokens)
+    internal int BuildContiguousOnDevice(in MoeContiguousArgs a, TensorView? sharedMaskedM, int sharedTokens, TensorView? scratch)
     {
         CheckLayoutLimits(a.Experts, a.Tokens, a.TopK);
         if (a.ExpertIds.Location == MemoryLocation.Host)
@@ -198,11 +205,11 @@ public sealed partial class CudaBackend : IMoePermuteBackend
             ZeroCore(a.ExpertOffsets.Data, a.ExpertOffsets.ByteCount);
             return 0;
         }
-        LaunchLayout(a.ExpertIds, a.Tokens, a.TopK, a.Experts, a.Alignment, 0, a.ExpertOffsets, null, a.Inverse, a.MIndices, a.RowTokens, sharedMaskedM, sharedTokens);
+        LaunchLayout(a.ExpertIds, a.Tokens, a.TopK, a.Experts, a.Alignment, 0, a.ExpertOffsets, null, a.Inverse, a.MIndices, a.RowTokens, sharedMaskedM, sharedTokens, scratch);
         return ValidateDeviceRouting ? ValidatedStatus(0) : DeviceContiguousRows(a.Tokens, a.TopK, a.Experts, a.Alignment);
     }
 
-    int IMoePermuteBackend.BuildContiguous(in MoeContiguousArgs a) => BuildContiguousOnDevice(a, null, 0);
+    int IMoePermuteBackend.BuildContiguous(in MoeContiguousArgs a) => BuildContiguousOnDevice(a, null, 0, null);
 
     // Returns expected_m: exact with ValidateDeviceRouting, else the hint for evenly spread
     // routing, ceil(T*k / min(E, T*k)) in [1, m_max] (the exact one is on the device only).
@@ -217,7 +224,7 @@ public sealed partial class CudaBackend : IMoePermuteBackend
             ZeroCore(a.MaskedM.Data, a.MaskedM.ByteCount);
             return 1;
         }
-        LaunchLayout(a.ExpertIds, a.Tokens, a.TopK, a.Experts, 1, a.MMax, null, a.MaskedM, a.Inverse, null, a.RowTokens, null, 0);
+        LaunchLayout(a.ExpertIds, a.Tokens, a.TopK, a.Experts, 1, a.MMax, null, a.MaskedM, a.Inverse, null, a.RowTokens, null, 0, null);
         if (ValidateDeviceRouting) return ValidatedStatus(1);
         long routed = (long)a.Tokens * a.TopK;
         long hint = (routed + Math.Min(a.Experts, routed) - 1) / Math.Min(a.Experts, routed);

@@ -292,6 +292,7 @@ public class CudaMoeLayerTests
         Assert.That(driver.DeviceToHostCopies, Is.Zero, "device-to-host copies during a MoE layer call");
         Assert.That(driver.StreamSynchronizations, Is.Zero, "stream synchronizations during a MoE layer call");
         Assert.That(driver.HostToDeviceCopies, Is.Zero, "host-to-device copies during a MoE layer call");
+        Assert.That(driver.Allocations, Is.Zero, "device allocations during a MoE layer call after warm-up");
         Assert.That(driver.Launches, Is.GreaterThan(5));
         cuda.ThrowIfDeviceRoutingError();
         Assert.That(CalcDiff(ReadFloats(cuda, ob), expected), Is.LessThan(1e-3));
