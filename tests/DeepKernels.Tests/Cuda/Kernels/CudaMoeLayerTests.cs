@@ -264,6 +264,32 @@ public class CudaMoeLayerTests
     }
 
     [Test]
+    public void LayerWithABadDeviceIdDropsTheSlotAndReportsIt()
+    {
+        var cuda = CudaTestBackends.Get();
+        cuda.ThrowIfDeviceRoutingError();
+        var config = new MoeLayerConfig { Hidden = 256, Intermediate = 256, NumExperts = 4, TopK = 2, SharedIntermediate = 256 };
+        const int tokens = 5;
+        using var cpuLayer = BuildLayer(CpuBackend.Default, config, 41);
+        using var cudaLayer = BuildLayer(cuda, config, 41);
+        using var cpuWs = MoeWorkspace.Create(CpuBackend.Default, config, tokens);
+        using var cudaWs = MoeWorkspace.Create(cuda, config, tokens);
+        var rng = new Random(12);
+        var x = Gaussian(tokens * config.Hidden, rng, 2.0);
+        var (ids, w) = Routing(tokens, config.TopK, config.NumExperts, rng);
+        var dropped = (int[])ids.Clone();
+        dropped[5] = -1;
+        var bad = (int[])ids.Clone();
+        bad[5] = 4; // token 2, slot 1: one past the last expert
+        var expected = Forward(CpuBackend.Default, cpuLayer, cpuWs, x, dropped, w, tokens, DType.Float32);
+        var actual = Forward(cuda, cudaLayer, cudaWs, x, bad, w, tokens, DType.Float32);
+        Assert.That(CalcDiff(actual, expected), Is.LessThan(1e-3), "the bad slot is dropped, the rest is computed");
+        var ex = Assert.Throws<ArgumentException>(cuda.ThrowIfDeviceRoutingError);
+        Assert.That(ex!.Message, Does.Contain("got 4 at flat index 5"));
+        Assert.Throws<ArgumentException>(() => Forward(CpuBackend.Default, cpuLayer, cpuWs, x, bad, w, tokens, DType.Float32), "host ids are checked up front");
+    }
+
+    [Test]
     public void LayerCallKeepsRoutingOnTheDevice()
     {
         // The same emulator or GPU behind a driver that counts transfers and synchronizations.
