@@ -9,10 +9,10 @@ namespace DeepKernels.Bench;
 /// <summary>
 /// One decode step of the built-in tiny DeepSeek-V3 model (<see cref="TinyPreset"/>) on the CPU
 /// backend for a batch of sequences that each hold a 4-token prompt: every sequence appends one
-/// token and gets its logits. Tokens/s = Batch / time. Bytes counts the active weights read per
+/// token and gets its logits. Tokens/s = Batch / time (the tok/s column). Bytes counts the active weights read per
 /// step (attention, dense MLP, router, shared and top-k experts, lm_head) plus the KV cache read.
 /// </summary>
-public class ModelDecodeBenchmarks : IThroughputBenchmark
+public class ModelDecodeBenchmarks : IThroughputBenchmark, ITokenBenchmark
 {
     private CpuBackend _backend = null!;
     private DeepSeekV3Model _model = null!;
@@ -24,6 +24,9 @@ public class ModelDecodeBenchmarks : IThroughputBenchmark
     /// <summary>Sequences decoded together.</summary>
     [Params(1, 8, 64)]
     public int Batch { get; set; } = 1;
+
+    /// <inheritdoc />
+    public double TokensPerInvoke => Batch;
 
     /// <inheritdoc />
     public double Flops => 2.0 * ActiveParameters(TinyPreset.Config) * Batch;

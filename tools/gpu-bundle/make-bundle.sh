@@ -6,7 +6,8 @@
 #
 # OUTDIR defaults to build/gpu-bundle (git-ignored). The managed build must exist (build.sh builds
 # first). Contents:
-#   verify.sh, peers.py, report.py     the scripts run on the GPU host
+#   verify.sh, peers.py, report.py,    the scripts run on the GPU host
+#   coverage.py
 #   runtime.tar.xz                     dotnet host + hostfxr + Microsoft.NETCore.App (no SDK)
 #   app.tar.xz                         the built test output (library, CLI, tests and their deps)
 #                                      + vstest/ : the SDK's vstest.console, which runs on a bare runtime
@@ -94,7 +95,7 @@ mkdir -p "$STAGE/src"
 cp -r "$ROOT/native" "$ROOT/cmake" "$STAGE/src/"
 tar -C "$STAGE" -cf - src | compress > "$OUT/src.$EXT"
 
-cp "$ROOT/tools/gpu-bundle/verify.sh" "$ROOT/tools/gpu-bundle/peers.py" "$ROOT/tools/gpu-bundle/report.py" "$OUT/"
+cp "$ROOT/tools/gpu-bundle/verify.sh" "$ROOT/tools/gpu-bundle/peers.py" "$ROOT/tools/gpu-bundle/report.py" "$ROOT/tools/gpu-bundle/coverage.py" "$OUT/"
 chmod +x "$OUT/verify.sh"
 
 COMMIT="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"

@@ -80,6 +80,7 @@ def main(argv):
         "peers": peers,
         "comparisons": comparisons,
         "profile": load_json(os.path.join(out, "profile.json")),
+        "coverage": load_json(os.path.join(out, "coverage.json")),
     }
     with open(os.path.join(out, "report.json"), "w", encoding="utf-8") as f:
         json.dump(report, f, indent=2)
@@ -97,6 +98,14 @@ def main(argv):
             pc = "-" if r.get("percentComputePeak") is None else f"{r['percentComputePeak']:.1f}"
             pm = "-" if r.get("percentMemoryPeak") is None else f"{r['percentMemoryPeak']:.1f}"
             md.append(f"| {r['name']} | {r['medianMs']:.4f} | {r['gflops'] / 1000:.2f} | {r['gbps']:.0f} | {pc} | {pm} |")
+    cov = report["coverage"]
+    if cov:
+        kernels = cov.get("kernels", {})
+        md += ["", "## Kernel coverage (benchmark and compute-sanitizer case per kernel)", "",
+               f"{len(kernels) - len(cov.get('uncovered', []))} of {len(kernels)} kernels launched by a benchmark case.", "",
+               "| kernel | cases | sanitizer case |", "|---|---:|---|"]
+        for name, k in sorted(kernels.items()):
+            md.append(f"| {name} | {k.get('cases', 0)} | {k.get('sanitizer_case') or '**not covered**'} |")
     if comparisons:
         md += ["", "## Peers (PyTorch, same run)", "", "| peer | TFLOP/s | GB/s | ours | TFLOP/s | peer time / our time |", "|---|---:|---:|---|---:|---:|"]
         for c in comparisons:

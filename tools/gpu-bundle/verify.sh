@@ -10,9 +10,14 @@
 #   3 native     build the fatbin for this GPU with CMake + nvcc (sm_90a on Hopper when nvcc >= 12.3),
 #                then `deepkernels profile` on it
 #   4 tests      the [Category("Cuda")] tests through vstest.console (results: cuda-tests.trx)
-#   5 bench      `deepkernels bench --backend cuda` for every op at its anchor shapes
+#   5 bench      `deepkernels bench --backend cuda` for every op at its anchor shapes, within a time
+#                budget: the smallest case of every op (and GEMM kernel variant) first, then the rest;
+#                each result lists the kernels it launched (traced driver)
 #   6 peers      PyTorch peers (torch._scaled_mm, matmul, _grouped_mm, SDPA) when torch sees the GPU
-#   7 sanitizer  compute-sanitizer memcheck on the smallest case of every op
+#   7 sanitizer  compute-sanitizer memcheck, one case per kernel of the fatbin: coverage.py picks, for
+#                each kernel, the cheapest benchmark case that launched it (kernels no case launched
+#                are listed as uncovered in coverage.json and the report); without bench results,
+#                the smallest case of every op
 #   8 report     report.json + report.md in OUTDIR
 # --dry-run does 1, 2 and 8 only, reporting the GPU steps as skipped, plus a "runner" step that runs
 # one CPU test through the bundled vstest.console (used by CI without a GPU; also done when no GPU is found).
@@ -22,7 +27,7 @@ set -uo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 START=$(date +%s)
 
-usage() { sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,28p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 OUT=""; WORK=""; DRY=0; SKIP_PEERS=0; SKIP_SAN=0; SKIP_BENCH=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -160,8 +165,10 @@ else
   # ---- 5 bench ---------------------------------------------------------------------------------
   if [[ $SKIP_BENCH == 1 ]]; then T0=$(date +%s); record bench skipped "--skip-bench"
   else
-    begin bench "deepkernels bench --backend cuda (all ops)"
-    if timeout "$(slot 150 70)" "${CLI[@]}" bench --backend cuda --json "$OUT/bench-cuda.json" > "$OUT/bench-cuda.txt" 2>&1; then
+    begin bench "deepkernels bench --backend cuda (all ops, smallest case of each first)"
+    t=$(slot 150 70)
+    # The CLI stops starting cases after --budget-s, leaving time to write the JSON.
+    if timeout "$t" "${CLI[@]}" bench --backend cuda --budget-s $(( t > 30 ? t - 20 : 1 )) --json "$OUT/bench-cuda.json" > "$OUT/bench-cuda.txt" 2>&1; then
       record bench ok "$(python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); print(len(r["results"]), "cases measured,", len(r.get("skipped", [])), "skipped")' "$OUT/bench-cuda.json" 2>/dev/null || echo "see bench-cuda.txt")"
     else record bench failed "exit $? (see bench-cuda.txt)"; fi
   fi
@@ -180,16 +187,27 @@ else
   if [[ $SKIP_SAN == 1 ]]; then T0=$(date +%s); record sanitizer skipped "--skip-sanitizer"
   elif ! command -v compute-sanitizer >/dev/null 2>&1; then T0=$(date +%s); record sanitizer skipped "compute-sanitizer not found"
   else
-    begin sanitizer "compute-sanitizer memcheck, smallest case of every op"
-    bad=""; checked=""
-    for op in $("${CLI[@]}" bench --backend cuda --list 2>/dev/null | awk '{print $1}' | sort -u); do
-      checked+="$op "
+    begin sanitizer "compute-sanitizer memcheck, one case per kernel"
+    bad=""; checked=0; plan=()
+    if [[ -f "$OUT/bench-cuda.json" && -f "$OUT/profile.json" ]] && command -v python3 >/dev/null 2>&1 \
+       && mapfile -t plan < <(python3 "$HERE/coverage.py" "$OUT/bench-cuda.json" "$OUT/profile.json" "$OUT/coverage.json") && (( ${#plan[@]} > 0 )); then
+      how="per kernel ($(python3 -c 'import json, sys; c = json.load(open(sys.argv[1])); print(len(c["kernels"]) - len(c["uncovered"]), "kernels covered,", len(c["uncovered"]), "uncovered")' "$OUT/coverage.json"))"
+    else
+      # No bench results to trace: the smallest case of every op.
+      mapfile -t plan < <("${CLI[@]}" bench --backend cuda --smallest --list 2>/dev/null | cut -c16-)
+      how="smallest case per op (no bench results to map kernels)"
+    fi
+    n=0
+    for case_name in "${plan[@]}"; do
+      n=$(( n + 1 ))
       t=$(slot 40 5)
-      if (( t <= 1 )); then bad+="$op(no-time) "; continue; fi
-      if ! timeout "$t" compute-sanitizer --tool memcheck --error-exitcode 86 "${CLI[@]}" bench --backend cuda --op "$op" --smallest --repeats 1 --warmup 0 \
-           > "$OUT/sanitizer-$op.log" 2>&1; then bad+="$op "; fi
+      if (( t <= 1 )); then bad+="[$case_name: no time] "; continue; fi
+      echo "[verify $(( $(date +%s) - START ))s] sanitizer $n/${#plan[@]}: $case_name"
+      if ! timeout "$t" compute-sanitizer --tool memcheck --error-exitcode 86 "${CLI[@]}" bench --backend cuda --case "$case_name" --repeats 1 --warmup 0 \
+           > "$OUT/sanitizer-$n.log" 2>&1; then bad+="[$case_name: sanitizer-$n.log] "; fi
+      checked=$(( checked + 1 ))
     done
-    if [[ -z "$bad" ]]; then record sanitizer ok "clean: ${checked:-no ops}"; else record sanitizer failed "errors in: $bad(see sanitizer-*.log)"; FAILED=1; fi
+    if [[ -z "$bad" ]]; then record sanitizer ok "clean: $checked cases, $how"; else record sanitizer failed "errors in: $bad"; FAILED=1; fi
   fi
 fi
 

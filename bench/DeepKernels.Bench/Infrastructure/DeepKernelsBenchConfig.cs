@@ -22,6 +22,7 @@ public sealed class DeepKernelsBenchConfig : ManualConfig
         AddJob(Job.Default.WithLaunchCount(1).WithWarmupCount(2).WithIterationCount(6).WithId("Short2Core"));
         AddColumnProvider(DefaultColumnProviders.Instance);
         AddColumn(ThroughputColumn.All);
+        AddColumn(TokensPerSecondColumn.Instance);
         AddDiagnoser(MemoryDiagnoser.Default);
         AddExporter(JsonExporter.Full, MarkdownExporter.GitHub);
         AddLogger(ConsoleLogger.Default);

@@ -9,12 +9,16 @@ namespace DeepKernels.Cli.Commands;
 /// `deepkernels bench`: times every registered op case (<see cref="OpBenchRegistry"/>) on one
 /// backend and reports throughput against the machine's ceilings. CPU: Stopwatch, warm-up,
 /// median. CUDA: events, warm-up, L2 flush between repeats, median; peaks from the datasheet
-/// table (<see cref="DevicePeaks"/>). Exit codes: 0 ok, 2 bad usage (unknown op/backend),
+/// table (<see cref="DevicePeaks"/>). Exit codes: 0 ok, 1 a case failed (the rest still ran and
+/// are reported), 2 bad usage (unknown op/backend),
 /// 3 backend unavailable (the reason is printed, and written to --json when given).
 /// The JSON schema is documented in Diagnostics/Benchmarking/BenchReport.cs.
 /// </summary>
 internal sealed class BenchCommand : ICliCommand
 {
+    /// <summary>Exit code when at least one case threw (the others are still measured and reported).</summary>
+    public const int CaseFailed = 1;
+
     /// <summary>Exit code when the requested backend cannot be created (no GPU, no driver, kernels not built).</summary>
     public const int BackendUnavailable = 3;
 
@@ -22,7 +26,13 @@ internal sealed class BenchCommand : ICliCommand
 
     public string Name => "bench";
 
-    public string Summary => "Time each op at its anchor shapes: --backend cpu|cuda|cuda-emu [--op NAME] [--case TEXT] [--smallest] [--json FILE] [--repeats N] [--warmup N] [--list].";
+    public string Summary => "Time each op at its anchor shapes: --backend cpu|cuda|cuda-emu [--op NAME] [--case TEXT] [--full] [--smallest] [--budget-s N] [--json FILE] [--repeats N] [--warmup N] [--list].";
+
+    /// <summary>Every case: the library's op cases and the model decode cases.</summary>
+    internal static IReadOnlyList<OpBenchCase> Registry { get; } = [.. OpBenchRegistry.All, .. ModelBenchCases.All];
+
+    /// <summary>Op names in registration order.</summary>
+    internal static IReadOnlyList<string> OpNames { get; } = Registry.Select(c => c.Op).Distinct(StringComparer.Ordinal).ToList();
 
     public int Run(CliArguments args, TextWriter output)
     {
@@ -32,28 +42,40 @@ internal sealed class BenchCommand : ICliCommand
         string? jsonPath = args.String("json");
         int repeats = args.Int("repeats", 10, 1, 10_000);
         int warmup = args.Int("warmup", 3, 0, 10_000);
+        int budgetSeconds = args.Int("budget-s", 0, 0, 86_400);
         bool list = args.Flag("list");
         bool smallest = args.Flag("smallest");
+        bool full = args.Flag("full");
         args.EnsureAllUsed();
 
         if (!BackendNames.Contains(backendName))
             throw new CliUsageException($"unknown backend '{backendName}'. Valid backends: {string.Join(", ", BackendNames)}.");
-        IReadOnlyList<OpBenchCase> selected = op is null ? OpBenchRegistry.All : OpBenchRegistry.ForOp(op);
+        IReadOnlyList<OpBenchCase> selected = op is null
+            ? Registry
+            : Registry.Where(c => string.Equals(c.Op, op, StringComparison.OrdinalIgnoreCase)).ToList();
         if (selected.Count == 0)
-            throw new CliUsageException($"unknown op '{op}'. Valid ops: {string.Join(", ", OpBenchRegistry.Ops)}.");
-        selected = selected.Where(c => c.RunsOn(backendName)).ToList();
+            throw new CliUsageException($"unknown op '{op}'. Valid ops: {string.Join(", ", OpNames)}.");
+        selected = selected.Where(c => c.RunsOn(backendName) && (full || !c.FullGridOnly)).ToList();
         if (caseFilter is not null)
         {
             var all = selected;
-            selected = all.Where(c => c.Name.Contains(caseFilter, StringComparison.OrdinalIgnoreCase)).ToList();
+            // An exact name wins (the GPU bundle runs single cases by name); otherwise a substring.
+            selected = all.Where(c => string.Equals(c.Name, caseFilter, StringComparison.OrdinalIgnoreCase)).ToList();
+            if (selected.Count == 0) selected = all.Where(c => c.Name.Contains(caseFilter, StringComparison.OrdinalIgnoreCase)).ToList();
             if (selected.Count == 0)
                 throw new CliUsageException($"no case matches '{caseFilter}'. Cases: {string.Join("; ", all.Select(c => c.Name))}.");
         }
 
         if (smallest)
         {
-            // One small case per op (fewest bytes moved): what compute-sanitizer runs in the GPU bundle.
-            selected = selected.GroupBy(c => c.Op, StringComparer.Ordinal).Select(g => g.MinBy(c => c.Bytes)!).ToList();
+            // One small case per op and kernel variant (fewest bytes moved): what compute-sanitizer runs in the GPU bundle.
+            selected = selected.GroupBy(c => c.OpVariant, StringComparer.Ordinal).Select(g => g.MinBy(c => c.Bytes)!).ToList();
+        }
+        else if (budgetSeconds > 0)
+        {
+            // Short of time, every op and variant gets its smallest case first, then the rest in order.
+            var first = selected.GroupBy(c => c.OpVariant, StringComparer.Ordinal).Select(g => g.MinBy(c => c.Bytes)!).ToList();
+            selected = [.. first, .. selected.Except(first)];
         }
         if (list)
         {
@@ -62,9 +84,16 @@ internal sealed class BenchCommand : ICliCommand
         }
 
         Backend backend;
+        KernelTraceDriver? trace = null;
         try
         {
-            backend = BackendFactory.Create(backendName);
+            // On a GPU the driver is traced, so every result lists the kernels it launched.
+            if (backendName == "cuda")
+            {
+                trace = new KernelTraceDriver(Cuda.RealCudaDriver.Default);
+                backend = Backends.Cuda.CudaBackend.Create(trace);
+            }
+            else backend = BackendFactory.Create(backendName);
         }
         catch (Exception e) when (e is ArgumentException or InvalidOperationException or NotSupportedException or Cuda.CudaException or DllNotFoundException or EntryPointNotFoundException)
         {
@@ -100,19 +129,26 @@ internal sealed class BenchCommand : ICliCommand
             }
 
             output.WriteLine($"Backend {backend.Name} on {machine.Name}: {machine.Note}");
-            output.WriteLine($"Timing: {timer.Method}, {warmup} warm-up, median of {repeats}.");
+            output.WriteLine($"Timing: {timer.Method}, {warmup} warm-up, median of {repeats}{(budgetSeconds > 0 ? $", at most {budgetSeconds} s" : "")}; {selected.Count} cases.");
+            var clock = System.Diagnostics.Stopwatch.StartNew();
             bool tera = backend.Name != "cpu";
             output.WriteLine($"{"case",-58} {"median ms",11} {(tera ? "TFLOP/s" : "GFLOP/s"),10} {"GB/s",10} {"%compute",9} {"%memory",8}");
             var results = new List<BenchCaseResult>();
             var skipped = new List<BenchSkip>();
+            int failures = 0;
             try
             {
                 foreach (var c in selected)
                 {
+                    if (budgetSeconds > 0 && clock.Elapsed.TotalSeconds > budgetSeconds)
+                    {
+                        skipped.Add(new BenchSkip(c.Name, $"time budget of {budgetSeconds} s spent"));
+                        continue;
+                    }
                     BenchCaseResult r;
                     try
                     {
-                        r = BenchRunner.Run(c, backend, timer, limits, warmup, repeats);
+                        r = BenchRunner.Run(c, backend, timer, limits, warmup, repeats, trace);
                     }
                     catch (NotSupportedException e)
                     {
@@ -121,15 +157,26 @@ internal sealed class BenchCommand : ICliCommand
                         output.WriteLine($"{c.Name,-58} skipped: {e.Message}");
                         continue;
                     }
+                    catch (Exception e) when (e is not OutOfMemoryException)
+                    {
+                        // A case that fails must not cost the others their figures (nor the JSON):
+                        // record it, go on, and exit non-zero at the end.
+                        failures++;
+                        skipped.Add(new BenchSkip(c.Name, $"failed: {e.GetType().Name}: {e.Message}"));
+                        output.WriteLine($"{c.Name,-58} FAILED: {e.GetType().Name}: {e.Message}");
+                        continue;
+                    }
                     results.Add(r);
                     output.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                        $"{r.Name,-58} {r.MedianMs,11:F4} {(tera ? r.Gflops / 1000 : r.Gflops),10:F2} {r.GBps,10:F1} {Percent(r.PercentComputePeak),9} {Percent(r.PercentMemoryPeak),8}"));
+                        $"{r.Name,-58} {r.MedianMs,11:F4} {(tera ? r.Gflops / 1000 : r.Gflops),10:F2} {r.GBps,10:F1} {Percent(r.PercentComputePeak),9} {Percent(r.PercentMemoryPeak),8}{(r.TokensPerSecond is { } tps ? $" {tps,10:F1} tok/s" : "")}"));
                 }
             }
             finally
             {
                 (timer as IDisposable)?.Dispose();
             }
+            int budgetSkips = skipped.Count(k => k.Reason.StartsWith("time budget", StringComparison.Ordinal));
+            if (budgetSkips > 0) output.WriteLine($"{budgetSkips} cases not run: time budget of {budgetSeconds} s spent.");
 
             if (jsonPath is not null)
             {
@@ -140,7 +187,8 @@ internal sealed class BenchCommand : ICliCommand
                 WriteJson(jsonPath, report);
                 output.WriteLine($"Wrote {jsonPath}");
             }
-            return 0;
+            if (failures > 0) output.WriteLine($"{failures} cases failed (listed under \"skipped\" with reason \"failed: ...\").");
+            return failures > 0 ? CaseFailed : 0;
         }
     }
 

@@ -9,7 +9,9 @@ namespace DeepKernels.Cli.Commands;
 /// <summary>
 /// `deepkernels profile`: per kernel and arch, registers, static shared memory, stack and spills
 /// (from the build's resource report), theoretical occupancy for the kernel's launch
-/// configuration, and the static SASS instruction mix (cuobjdump -sass on the fatbin).
+/// configuration (from cuOccupancyMaxActiveBlocksPerMultiprocessor for the device's arch when a
+/// GPU is ready, else from the arch tables; each entry's "occupancySource" says which), and the
+/// static SASS instruction mix (cuobjdump -sass on the fatbin).
 /// Exit codes: 0 ok, 1 nothing to profile (no report and no fatbin), 2 unknown kernel or arch.
 /// </summary>
 internal sealed class ProfileCommand : ICliCommand
@@ -30,7 +32,8 @@ internal sealed class ProfileCommand : ICliCommand
         KernelProfileReport profile;
         try
         {
-            profile = KernelProfiler.Collect(new ProfileOptions(report, fatbin));
+            // With a ready GPU the driver answers occupancy for its arch; otherwise the arch tables do.
+            profile = KernelProfiler.Collect(new ProfileOptions(report, fatbin, Driver: Cuda.RealCudaDriver.Default));
         }
         catch (FileNotFoundException e)
         {
@@ -79,7 +82,7 @@ internal sealed class ProfileCommand : ICliCommand
         if (profile.Kernels.Count > 0)
         {
             var header = new StringBuilder();
-            header.Append(CultureInfo.InvariantCulture, $"{"kernel",-28} {"arch",-7} {"regs",4} {"smem",7} {"stack",5} {"spill st/ld",11} {"block",5} {"occupancy",-22}");
+            header.Append(CultureInfo.InvariantCulture, $"{"kernel",-28} {"arch",-7} {"regs",4} {"smem",7} {"stack",5} {"spill st/ld",11} {"block",5} {"occupancy (limiter|driver)",-26}");
             foreach (string op in SassInstructionMix.KeyOpcodes) header.Append(CultureInfo.InvariantCulture, $" {op,7}");
             header.Append(CultureInfo.InvariantCulture, $" {"total",6}");
             output.WriteLine(header.ToString());
@@ -89,10 +92,10 @@ internal sealed class ProfileCommand : ICliCommand
             var line = new StringBuilder();
             var r = k.Resources;
             string occupancy = k.Occupancy is { } o
-                ? string.Create(CultureInfo.InvariantCulture, $"{o.Fraction * 100:F0}% ({o.BlocksPerSm} blk, {o.Limiter})")
+                ? string.Create(CultureInfo.InvariantCulture, $"{o.Fraction * 100:F0}% ({o.BlocksPerSm} blk, {(k.OccupancySource == KernelProfiler.OccupancyFromDriver ? "driver" : o.Limiter?.ToString() ?? "-")})")
                 : "-";
             line.Append(CultureInfo.InvariantCulture,
-                $"{k.Kernel,-28} {k.Arch,-7} {Show(r?.Registers),4} {Show(r?.StaticSharedBytes),7} {Show(r?.StackBytes),5} {(r is null ? "-" : $"{r.SpillStoreBytes}/{r.SpillLoadBytes}"),11} {Show(k.Launch?.BlockSize),5} {occupancy,-22}");
+                $"{k.Kernel,-28} {k.Arch,-7} {Show(r?.Registers),4} {Show(r?.StaticSharedBytes),7} {Show(r?.StackBytes),5} {(r is null ? "-" : $"{r.SpillStoreBytes}/{r.SpillLoadBytes}"),11} {Show(k.Launch?.BlockSize),5} {occupancy,-26}");
             foreach (string op in SassInstructionMix.KeyOpcodes) line.Append(CultureInfo.InvariantCulture, $" {Show(k.Sass?.Count(op)),7}");
             line.Append(CultureInfo.InvariantCulture, $" {Show(k.Sass?.Total),6}");
             output.WriteLine(line.ToString());

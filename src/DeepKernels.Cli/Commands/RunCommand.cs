@@ -4,6 +4,7 @@ using DeepKernels.Backends;
 using DeepKernels.Model;
 using DeepKernels.Model.Generation;
 using DeepKernels.Model.Presets;
+using DeepKernels.Model.Tokenization;
 using DeepKernels.Model.Weights;
 using DeepKernels.Tensors;
 
@@ -11,13 +12,17 @@ namespace DeepKernels.Cli.Commands;
 
 /// <summary>
 /// `deepkernels run`: the main job. Loads a DeepSeek-V3-architecture checkpoint (by default the
-/// built-in tiny preset, written once to the cache directory), prefills a prompt of token ids,
-/// decodes, and reports weights, KV cache size, throughput and the bandwidth bound.
+/// built-in tiny preset, written once to the cache directory), prefills a prompt (text through the
+/// checkpoint's tokenizer.json, or token ids), decodes, prints the generated ids and text, and
+/// reports weights, KV cache size, throughput and the bandwidth bound.
 /// </summary>
 internal sealed class RunCommand : ICliCommand
 {
     /// <summary>The fixed prompt used when none is given (token ids; taken modulo the vocabulary).</summary>
     internal static readonly int[] DefaultPrompt = [0, 17, 42, 99, 314, 512, 777, 1000, 1234, 1500, 1789, 2000, 31, 64, 128, 256];
+
+    /// <summary>The text prompt used when none is given and the model has a tokenizer.json.</summary>
+    internal const string DefaultTextPrompt = "The old harbour town wakes early, and the market is";
 
     public string Name => "run";
 
@@ -66,13 +71,20 @@ internal sealed class RunCommand : ICliCommand
         }
         else output.WriteLine($"model    : {modelDir}");
 
-        if (promptText is not null)
+        string tokenizerPath = Path.Combine(modelDir, "tokenizer.json");
+        if (promptText is not null && !File.Exists(tokenizerPath))
+            throw new CliUsageException($"--prompt needs a tokenizer.json in {modelDir}, and there is none. Pass token ids with --prompt-ids 1,2,3 (generated ids are printed).");
+        BpeTokenizer? tokenizer = null;
+        try
         {
-            bool hasTokenizer = File.Exists(Path.Combine(modelDir, "tokenizer.json"));
-            throw new CliUsageException(hasTokenizer
-                ? "--prompt needs a tokenizer; this build does not implement tokenizer.json (BPE) yet. Pass token ids with --prompt-ids 1,2,3."
-                : $"--prompt needs a tokenizer.json in {modelDir}, and there is none. Pass token ids with --prompt-ids 1,2,3 (generated ids are printed).");
+            if (File.Exists(tokenizerPath)) tokenizer = BpeTokenizer.Load(tokenizerPath);
         }
+        catch (TokenizerFormatException e) when (promptText is null)
+        {
+            output.WriteLine($"tokenizer: not usable, printing ids only ({e.Message})");
+        }
+        if (promptIds is null && promptText is null && tokenizer is not null) promptText = DefaultTextPrompt;
+        if (tokenizer is not null) output.WriteLine($"tokenizer: {tokenizerPath} (byte-level BPE, {tokenizer.VocabSize} ids, {tokenizer.Model.MergeCount} merges)");
 
         var load = Stopwatch.StartNew();
         var progress = new ProgressLine(output, interactive);
@@ -85,9 +97,11 @@ internal sealed class RunCommand : ICliCommand
             (model.Weights.SkippedMtpTensors > 0 ? $" (skipped {model.Weights.SkippedMtpTensors} MTP-layer tensors)" : ""));
 
         var c = model.Config;
-        int[] basePrompt = promptIds is null ? DefaultPrompt.Select(t => t % c.VocabSize).ToArray() : ParseIds(promptIds, c.VocabSize);
-        // A batch gets prompts of different lengths: prompt i drops i % 4 leading tokens and shifts ids by 7*i.
-        var prompts = Enumerable.Range(0, batch).Select(i =>
+        int[] basePrompt = promptText is not null ? EncodePrompt(tokenizer!, promptText, c.VocabSize)
+            : promptIds is null ? DefaultPrompt.Select(t => t % c.VocabSize).ToArray() : ParseIds(promptIds, c.VocabSize);
+        // A batch of id prompts gets prompts of different lengths: prompt i drops i % 4 leading tokens and shifts ids by 7*i.
+        // A text prompt is given to every batch entry as is (each entry samples from its own stream).
+        var prompts = Enumerable.Range(0, batch).Select(i => promptText is not null ? basePrompt :
             basePrompt.Skip(Math.Min(i % 4, basePrompt.Length - 1)).Select(t => (t + 7 * i) % c.VocabSize).ToArray()).ToList();
         var options = new SamplingOptions
         {
@@ -119,8 +133,14 @@ internal sealed class RunCommand : ICliCommand
         {
             var toks = result.Tokens[i];
             output.WriteLine($"prompt {i} : [{string.Join(",", prompts[i])}] ({prompts[i].Length} ids)");
-            output.WriteLine($"output {i} : [{string.Join(",", toks.Take(48))}{(toks.Length > 48 ? ",..." : "")}] ({toks.Length} ids, {(result.FinishReasons[i] == FinishReason.EndOfSequence ? "stopped at eos" : "length limit")}; no tokenizer: ids only)");
+            output.WriteLine($"output {i} : [{string.Join(",", toks.Take(48))}{(toks.Length > 48 ? ",..." : "")}] ({toks.Length} ids, {(result.FinishReasons[i] == FinishReason.EndOfSequence ? "stopped at eos" : "length limit")}{(tokenizer is null ? "; no tokenizer: ids only" : "")})");
+            if (tokenizer is not null)
+            {
+                output.WriteLine($"text {i}   : \"{Printable(DecodeStreaming(tokenizer, prompts[i], skipSpecial: true))}\" -> \"{Printable(DecodeStreaming(tokenizer, toks, skipSpecial: true))}\"");
+            }
         }
+        if (tokenizer is not null && args.String("model") is null)
+            output.WriteLine("           (the tiny preset has random weights: the generated text is gibberish by design)");
         if (batch > 4) output.WriteLine($"           ... {batch - 4} more prompt(s)");
         double prefillTps = result.PrefillTokens / Math.Max(1e-9, result.PrefillTime.TotalSeconds);
         output.WriteLine($"prefill  : {result.PrefillTokens} tokens in {result.PrefillTime.TotalMilliseconds:F1} ms = {prefillTps:F1} tokens/s");
@@ -142,6 +162,54 @@ internal sealed class RunCommand : ICliCommand
     }
 
     private static string Mb(long bytes) => (bytes / 1e6).ToString("F2", CultureInfo.InvariantCulture) + " MB";
+
+    /// <summary>Encodes a text prompt (with the tokenizer's BOS template); every id must fit the model.</summary>
+    internal static int[] EncodePrompt(BpeTokenizer tokenizer, string text, int vocab)
+    {
+        var ids = tokenizer.Encode(text);
+        if (ids.Length == 0) throw new CliUsageException("--prompt gave no tokens; give some text.");
+        int bad = Array.FindIndex(ids, t => t >= vocab);
+        if (bad >= 0) throw new CliUsageException($"--prompt: the tokenizer gave id {ids[bad]}, outside the model's vocabulary [0, {vocab}).");
+        return ids;
+    }
+
+    /// <summary>
+    /// Decodes ids token by token through the streaming decoder (the path a live display uses);
+    /// ids the tokenizer does not know (a model vocabulary larger than the tokenizer's) show as &lt;id&gt;.
+    /// </summary>
+    internal static string DecodeStreaming(BpeTokenizer tokenizer, IEnumerable<int> ids, bool skipSpecial)
+    {
+        var decoder = tokenizer.CreateStreamDecoder(skipSpecial);
+        var text = new System.Text.StringBuilder();
+        foreach (int id in ids)
+        {
+            if (tokenizer.IsValidId(id)) text.Append(decoder.Append(id));
+            else text.Append(decoder.Flush()).Append('<').Append(id).Append('>');
+        }
+        return text.Append(decoder.Flush()).ToString();
+    }
+
+    /// <summary>Text on one report line: control characters escaped.</summary>
+    internal static string Printable(string text)
+    {
+        var sb = new System.Text.StringBuilder(text.Length);
+        foreach (char ch in text)
+        {
+            switch (ch)
+            {
+                case '\n': sb.Append("\\n"); break;
+                case '\r': sb.Append("\\r"); break;
+                case '\t': sb.Append("\\t"); break;
+                case '"': sb.Append("\\\""); break;
+                case '\\': sb.Append("\\\\"); break;
+                default:
+                    if (char.IsControl(ch)) sb.Append("\\u").Append(((int)ch).ToString("x4", CultureInfo.InvariantCulture));
+                    else sb.Append(ch);
+                    break;
+            }
+        }
+        return sb.ToString();
+    }
 
     internal static int[] ParseIds(string text, int vocab)
     {

@@ -5,6 +5,7 @@ using DeepKernels.Formats;
 using DeepKernels.Model.Checkpoint;
 using DeepKernels.Model.Config;
 using DeepKernels.Model.Generation;
+using DeepKernels.Model.Tokenization;
 using DeepKernels.Ops.Quantize;
 using DeepKernels.Tensors;
 
@@ -27,7 +28,9 @@ namespace DeepKernels.Model.Presets;
 /// checkpoint (E4M3 projections and experts with F32 weight_scale_inv per 128x128 block; BF16
 /// embeddings, norms, lm_head and router gate; F32 gate bias) into
 /// <c>~/.cache/deepkernels/tiny-v3-&lt;hash&gt;</c> (or <c>$DEEPKERNELS_CACHE</c>), from where it is
-/// loaded by the same loader as any checkpoint. About 31 MB.
+/// loaded by the same loader as any checkpoint. About 31 MB. Next to it a byte-level BPE
+/// <c>tokenizer.json</c> from <see cref="TinyTokenizer"/> (BOS / EOS at the config's ids), written
+/// also into older cached directories that lack it.
 /// </summary>
 public static class TinyPreset
 {
@@ -99,7 +102,12 @@ public static class TinyPreset
         string root = cacheRoot ?? DefaultCacheRoot;
         string dir = Path.Combine(root, DirectoryName(config, seed));
         created = false;
-        if (File.Exists(Path.Combine(dir, "config.json")) && File.Exists(Path.Combine(dir, "model.safetensors"))) return dir;
+        if (File.Exists(Path.Combine(dir, "config.json")) && File.Exists(Path.Combine(dir, "model.safetensors")))
+        {
+            // Directories cached before the preset had a tokenizer get one (the weights do not change).
+            if (!File.Exists(Path.Combine(dir, "tokenizer.json"))) WriteTokenizer(dir, config);
+            return dir;
+        }
         Directory.CreateDirectory(root);
         string temp = dir + ".tmp-" + Environment.ProcessId.ToString(CultureInfo.InvariantCulture) + "-" + Guid.NewGuid().ToString("N")[..8];
         Directory.CreateDirectory(temp);
@@ -131,6 +139,20 @@ public static class TinyPreset
         var writer = BuildCheckpoint(config, seed);
         writer.Save(Path.Combine(directory, "model.safetensors"), new Dictionary<string, string> { ["format"] = "pt", ["generator"] = "deepkernels tiny preset", ["seed"] = seed.ToString(CultureInfo.InvariantCulture) });
         File.WriteAllText(Path.Combine(directory, "config.json"), config.ToJson());
+        WriteTokenizer(directory, config);
+    }
+
+    /// <summary>
+    /// Writes the tiny tokenizer.json for <paramref name="config"/> into <paramref name="directory"/>
+    /// when its vocabulary can hold the 256 byte tokens plus distinct BOS and EOS ids.
+    /// </summary>
+    public static bool WriteTokenizer(string directory, DeepSeekV3Config config)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        int eos = config.EosTokenIds.Count > 0 ? config.EosTokenIds[0] : -1;
+        if (config.VocabSize < 258 || eos < 0 || eos == config.BosTokenId) return false;
+        TinyTokenizer.Write(directory, config.VocabSize, config.BosTokenId, eos);
+        return true;
     }
 
     /// <summary>All tensors of the model as a writer (also used by tests to build variants).</summary>

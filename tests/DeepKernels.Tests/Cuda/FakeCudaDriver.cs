@@ -79,7 +79,18 @@ internal sealed unsafe class FakeCudaDriver : ICudaDriver, IDisposable
         AttributesSet.Add((function, attribute, value));
     }
 
-    public int MaxActiveBlocksPerMultiprocessor(nint function, int blockSize, nuint dynamicSharedBytes) => 1;
+    /// <summary>What the occupancy query answers.</summary>
+    public int OccupancyBlocks { get; set; } = 1;
+
+    /// <summary>Every occupancy query: block size and dynamic shared memory.</summary>
+    public List<(int BlockSize, nuint DynamicShared)> OccupancyQueries { get; } = [];
+
+    public int MaxActiveBlocksPerMultiprocessor(nint function, int blockSize, nuint dynamicSharedBytes)
+    {
+        Count("occupancy");
+        lock (_gate) OccupancyQueries.Add((blockSize, dynamicSharedBytes));
+        return OccupancyBlocks;
+    }
 
     public ulong Allocate(nuint bytes)
     {

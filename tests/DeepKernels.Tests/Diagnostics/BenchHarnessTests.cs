@@ -128,7 +128,9 @@ public class BenchHarnessTests
     [Test]
     public void RegistryCoversTheIssuesAnchorShapesWithDesignFormulas()
     {
-        var gemm = OpBenchRegistry.ForOp("gemm").Where(c => c.RunsOn("cuda")).ToList();
+        var all = OpBenchRegistry.ForOp("gemm").Where(c => c.RunsOn("cuda")).ToList();
+        Assert.That(all, Has.Count.EqualTo(2 * 7 * 6), "both kernels (portable, sm90)");
+        var gemm = all.Where(c => c.Variant == "portable").ToList();
         Assert.That(gemm, Has.Count.EqualTo(7 * 6), "M in {1,4,16,64,128,512,4096} x six (N, K) pairs");
         var big = gemm.Single(c => c.Shape["M"] == 4096 && c.Shape["N"] == 7168 && c.Shape["K"] == 16384);
         Assert.That(big.Flops, Is.EqualTo(2.0 * 4096 * 7168 * 16384));

@@ -43,7 +43,7 @@ public class GpuBundleTests
     [Test]
     public void BundleHasEverythingAndFitsTheLimit()
     {
-        foreach (string f in new[] { "verify.sh", "peers.py", "report.py", "manifest.json", "runtime.tar.gz", "app.tar.gz", "src.tar.gz" })
+        foreach (string f in new[] { "verify.sh", "peers.py", "report.py", "coverage.py", "manifest.json", "runtime.tar.gz", "app.tar.gz", "src.tar.gz" })
             Assert.That(File.Exists(Path.Combine(_bundle, f)), Is.True, f);
         long bytes = Directory.EnumerateFiles(_bundle).Sum(f => new FileInfo(f).Length);
         Assert.That(bytes, Is.LessThanOrEqualTo(60L << 20), "bundle must stay within 60 MiB even in --fast mode");
@@ -94,6 +94,30 @@ public class GpuBundleTests
         var gpu = report.RootElement.GetProperty("steps").EnumerateArray().First(s => s.GetProperty("name").GetString() == "gpu");
         Assert.That(gpu.GetProperty("status").GetString(), Is.EqualTo("skipped"));
         Assert.That(gpu.GetProperty("detail").GetString(), Does.Contain("nvidia-smi"));
+    }
+
+    [Test]
+    public void CoveragePlanGivesEveryLaunchedKernelItsCheapestCaseAndListsTheRest()
+    {
+        // A bench report as the CLI writes it (kernels traced per case) and a profile of the fatbin.
+        DeepKernels.Diagnostics.Benchmarking.BenchCaseResult Result(string name, double bytes, params string[] kernels) =>
+            new("op", name, new Dictionary<string, long>(), "fp8", 1, bytes, 1, 1, 1, 1, [1.0], 1, 1, null, null) { Kernels = kernels };
+        var bench = new DeepKernels.Diagnostics.Benchmarking.BenchReport(DeepKernels.Diagnostics.Benchmarking.BenchReport.SchemaId, DateTime.UtcNow, "cuda", true, null, "cuda-events", 0, 1,
+            new("GPU", 90, "datasheet", ""), DeepKernels.Diagnostics.Benchmarking.BenchLimits.None,
+            [Result("big", 1e9, "dk_gemm", "dk_quant"), Result("small", 1e3, "dk_quant"), Result("gemm small", 1e6, "dk_gemm", "dk_reduce")]);
+        string dir = Path.Combine(_temp, "coverage");
+        Directory.CreateDirectory(dir);
+        File.WriteAllText(Path.Combine(dir, "bench.json"), bench.ToJson());
+        File.WriteAllText(Path.Combine(dir, "profile.json"), """{"kernels":[{"kernel":"dk_gemm","arch":"sm_90"},{"kernel":"dk_quant","arch":"sm_90"},{"kernel":"dk_rope","arch":"sm_90"},{"kernel":"dk_reduce","arch":"sm_80"}]}""");
+        var (code, log) = Bash(dir, 30, default, "-c", $"python3 '{Path.Combine(_bundle, "coverage.py")}' bench.json profile.json coverage.json");
+        Assert.That(code, Is.EqualTo(0), log);
+        Assert.That(log.Split('\n', StringSplitOptions.RemoveEmptyEntries), Is.EqualTo(new[] { "gemm small", "small" }));
+        using var coverage = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "coverage.json")));
+        Assert.That(coverage.RootElement.GetProperty("uncovered").EnumerateArray().Select(e => e.GetString()), Is.EqualTo(new[] { "dk_rope" }));
+        var kernels = coverage.RootElement.GetProperty("kernels");
+        Assert.That(kernels.GetProperty("dk_gemm").GetProperty("sanitizer_case").GetString(), Is.EqualTo("gemm small"));
+        Assert.That(kernels.GetProperty("dk_quant").GetProperty("sanitizer_case").GetString(), Is.EqualTo("small"));
+        Assert.That(kernels.GetProperty("dk_rope").GetProperty("benchmarked").GetBoolean(), Is.False);
     }
 
     private static (int Code, string Output) Bash(string workingDirectory, int timeoutSeconds, (string Name, string Value) env, params string[] args)

@@ -41,7 +41,11 @@ public class RunCommandTests
     [Test]
     public void TextPromptsNeedATokenizerAndSaySo()
     {
-        var (code, _, err) = Run("--prompt", "hello");
+        // A checkpoint directory without tokenizer.json (the check comes before loading weights).
+        string dir = Path.Combine(TinyModelFixture.CacheRoot, "no-tokenizer");
+        Directory.CreateDirectory(dir);
+        File.WriteAllText(Path.Combine(dir, "config.json"), DeepKernels.Model.Presets.TinyPreset.Config.ToJson());
+        var (code, _, err) = Run("--model", dir, "--prompt", "hello");
         Assert.That(code, Is.EqualTo(2));
         Assert.That(err, Does.Contain("tokenizer.json").And.Contain("--prompt-ids"));
     }

@@ -19,7 +19,20 @@ public sealed partial class CudaBackend : IGroupedGemmBackend
     /// </summary>
     internal const string GroupedGemmMaskedKernel = "dk_grouped_gemm_masked";
 
+    /// <summary>
+    /// Picks the kernel as the dense GEMM does (<see cref="GemmKernelEnvironmentVariable"/>): the
+    /// Hopper kernels when selected and the shape fits their TMA coordinates, else the portable ones.
+    /// </summary>
     void IGroupedGemmBackend.GroupedGemm(in GroupedGemmArgs args)
+    {
+        if (UsesSm90Gemm && GroupedGemmSm90Unsupported(args) is null)
+            GroupedGemmSm90(args);
+        else
+            GroupedGemmPortable(args);
+    }
+
+    /// <summary>The portable (sm_80+) grouped kernels: one CTA per 128x128 tile of every expert.</summary>
+    internal void GroupedGemmPortable(in GroupedGemmArgs args)
     {
         CheckGemmAlignment(args.K, "K", "grouped FP8 GEMM", (args.A, "a"), (args.B, "b"));
         int kBlocks = (args.K + GroupedFp8Gemm.BlockSize - 1) / GroupedFp8Gemm.BlockSize;

@@ -56,7 +56,11 @@ public sealed partial class CudaBackend : IMlaDecodeBackend, IMlaCacheWriteBacke
             var seqlenView = ScratchInts("mla.seqlens", a.Seqlens);
             nint partialOut = Scratch("mla.out", (long)chunks * rows * Lat * sizeof(float));
             nint partialLse = Scratch("mla.lse", (long)chunks * rows * sizeof(float));
-            if (chunks > 0)
+            if (chunks > 0 && UsesSm90Mla)
+            {
+                LaunchMlaSm90(a, seqlenView, chunkView, chunks, partialOut, partialLse);
+            }
+            else if (chunks > 0)
             {
                 LaunchKernel(MlaDecodeSplitKernel, new Dim3((uint)chunks, (uint)((rows + MlaRowsPerCta - 1) / MlaRowsPerCta)), new Dim3(256), MlaSplitSharedBytes,
                     KernelArg.Pointer(a.Q), a.Q.DType == DType.BFloat16 ? 1 : 0,

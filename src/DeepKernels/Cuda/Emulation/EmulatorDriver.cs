@@ -173,11 +173,13 @@ public sealed unsafe class EmulatorDriver : ICudaDriver
     public int MaxActiveBlocksPerMultiprocessor(nint function, int blockSize, nuint dynamicSharedBytes)
     {
         if (blockSize <= 0 || blockSize > 1024) throw Error("cuOccupancyMaxActiveBlocksPerMultiprocessor", 1, $"block size {blockSize} is not in 1..1024");
-        _ = GetFunctionAttribute(function, CudaFunctionAttribute.MaxThreadsPerBlock);
-        // The sm_90 limits: 2048 threads, 32 blocks and 228 KiB of shared memory per SM.
-        int byThreads = 2048 / blockSize;
-        int bySmem = dynamicSharedBytes == 0 ? 32 : (int)Math.Min(32UL, 233472UL / (dynamicSharedBytes + 1024));
-        return Math.Max(0, Math.Min(Math.Min(byThreads, 32), bySmem));
+        // The occupancy calculator over the emulated device's arch table (sm_90 when its CC is
+        // not in the table) with what the emulator knows of the kernel: registers and static
+        // shared memory read as 0 there, so warps, blocks and dynamic shared memory decide.
+        int registers = Math.Clamp(GetFunctionAttribute(function, CudaFunctionAttribute.NumRegisters), 0, 255);
+        int staticShared = Math.Max(0, GetFunctionAttribute(function, CudaFunctionAttribute.SharedSizeBytes));
+        var arch = Diagnostics.Profiling.ArchLimits.Find($"sm_{GetDeviceInfo(0).ComputeCapability}") ?? Diagnostics.Profiling.ArchLimits.Find("sm_90")!;
+        return Diagnostics.Profiling.Occupancy.Compute(arch, blockSize, registers, staticShared, (long)dynamicSharedBytes).BlocksPerSm;
     }
 
     /// <inheritdoc />

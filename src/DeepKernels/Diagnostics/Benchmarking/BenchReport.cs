@@ -20,7 +20,9 @@ namespace DeepKernels.Diagnostics.Benchmarking;
 //                  "precision": "fp32", "flops": 1835008, "bytes": 4616192, "arithmeticIntensity": 0.397,
 //                  "medianMs": 0.12, "minMs": 0.11, "maxMs": 0.2, "samplesMs": [ ... ],
 //                  "gflops": 15.3, "gbps": 38.4,
-//                  "percentComputePeak": 0.1 | null, "percentMemoryPeak": 10.2 | null } ],
+//                  "percentComputePeak": 0.1 | null, "percentMemoryPeak": 10.2 | null,
+//                  "variant": "portable" | "sm90" | null, "tokensPerSecond": 812.5 | null,
+//                  "kernels": [ "dk_quantize_act_fp8" ] } ],   // CUDA kernels launched (CUDA backends)
 //   "skipped": [ { "name": "gemm M=1 N=2112 K=7168", "reason": "Backend 'cuda' does not implement FP8 GEMM." } ]
 // }
 
@@ -84,7 +86,17 @@ public sealed record BenchCaseResult(
     double Gflops,
     double GBps,
     double? PercentComputePeak,
-    double? PercentMemoryPeak);
+    double? PercentMemoryPeak)
+{
+    /// <summary>The pinned kernel variant ("portable", "sm90"), or null.</summary>
+    public string? Variant { get; init; }
+
+    /// <summary>Tokens per second (model decode), or null for op cases.</summary>
+    public double? TokensPerSecond { get; init; }
+
+    /// <summary>CUDA kernels the case launched (traced on CUDA backends; empty on the CPU).</summary>
+    public IReadOnlyList<string> Kernels { get; init; } = [];
+}
 
 /// <summary>A case that was not run, and why.</summary>
 /// <param name="Name">Case name.</param>

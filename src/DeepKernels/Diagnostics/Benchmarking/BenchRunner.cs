@@ -3,18 +3,23 @@ namespace DeepKernels.Diagnostics.Benchmarking;
 /// <summary>Runs prepared op cases with a timer and turns samples into throughput and % of peak.</summary>
 public static class BenchRunner
 {
-    /// <summary>Prepares, times and releases one case on <paramref name="backend"/>.</summary>
-    public static BenchCaseResult Run(OpBenchCase benchCase, Backends.Backend backend, IBenchTimer timer, BenchLimits limits, int warmup, int repeats)
+    /// <summary>
+    /// Prepares, times and releases one case on <paramref name="backend"/>. With a
+    /// <paramref name="trace"/> (the driver under a CUDA backend), the result lists the kernels the case launched.
+    /// </summary>
+    public static BenchCaseResult Run(OpBenchCase benchCase, Backends.Backend backend, IBenchTimer timer, BenchLimits limits, int warmup, int repeats, KernelTraceDriver? trace = null)
     {
         ArgumentNullException.ThrowIfNull(benchCase);
         ArgumentNullException.ThrowIfNull(backend);
         ArgumentNullException.ThrowIfNull(timer);
         ArgumentNullException.ThrowIfNull(limits);
+        using var variant = new GemmVariantScope(benchCase.Variant);
+        trace?.Clear();
         using var instance = benchCase.Prepare(backend);
         backend.Synchronize();
         double[] samples = timer.Time(instance.Run, warmup, repeats);
         backend.Synchronize();
-        return Summarize(benchCase, samples, limits);
+        return Summarize(benchCase, samples, limits) with { Kernels = trace?.Launched ?? [] };
     }
 
     /// <summary>Throughput, intensity and percentages of the ceilings for measured samples (ms per run).</summary>
@@ -34,6 +39,36 @@ public static class BenchRunner
             median, samplesMs.Min(), samplesMs.Max(), samplesMs.ToArray(),
             gflops, gbps,
             compute is > 0 ? 100 * gflops / compute.Value : null,
-            limits.MemoryGBps is > 0 ? 100 * gbps / limits.MemoryGBps.Value : null);
+            limits.MemoryGBps is > 0 ? 100 * gbps / limits.MemoryGBps.Value : null)
+        {
+            Variant = benchCase.Variant,
+            TokensPerSecond = benchCase.TokensPerRun is { } tokens && seconds > 0 ? tokens / seconds : null,
+        };
+    }
+}
+
+/// <summary>
+/// Pins the CUDA FP8 GEMM kernel for one case through <c>DEEPKERNELS_GEMM_KERNEL</c> (read by the
+/// CUDA backend at every GEMM call) and restores the previous value afterwards.
+/// </summary>
+internal sealed class GemmVariantScope : IDisposable
+{
+    /// <summary>The environment variable the CUDA backend reads (see CudaBackend.GemmSm90.cs).</summary>
+    public const string EnvironmentVariable = "DEEPKERNELS_GEMM_KERNEL";
+
+    private readonly bool _active;
+    private readonly string? _previous;
+
+    public GemmVariantScope(string? variant)
+    {
+        if (variant is null) return;
+        _active = true;
+        _previous = Environment.GetEnvironmentVariable(EnvironmentVariable);
+        Environment.SetEnvironmentVariable(EnvironmentVariable, variant);
+    }
+
+    public void Dispose()
+    {
+        if (_active) Environment.SetEnvironmentVariable(EnvironmentVariable, _previous);
     }
 }

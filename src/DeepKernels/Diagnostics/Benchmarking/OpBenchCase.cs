@@ -40,9 +40,24 @@ public sealed record OpBenchCase(
     /// <summary>FLOPs per byte moved.</summary>
     public double ArithmeticIntensity => Bytes > 0 ? Flops / Bytes : 0;
 
+    /// <summary>
+    /// The kernel variant a case pins (e.g. "portable" or "sm90" for the dense FP8 GEMM, set through
+    /// <c>DEEPKERNELS_GEMM_KERNEL</c> while it runs); null when the backend chooses.
+    /// </summary>
+    public string? Variant { get; init; }
+
+    /// <summary>Part of the full grid only: <c>deepkernels bench --full</c> runs it, the default set does not.</summary>
+    public bool FullGridOnly { get; init; }
+
+    /// <summary>Tokens produced per run (model decode: the batch), which makes the report show tokens/s; null otherwise.</summary>
+    public double? TokensPerRun { get; init; }
+
     /// <summary>Whether the case is meant for a backend of this name (cpu, cuda, cuda-emu).</summary>
     public bool RunsOn(string backendName) =>
         (Targets & (backendName == "cpu" ? BenchTargets.Cpu : BenchTargets.Cuda)) != 0;
+
+    /// <summary>Op and variant, e.g. "gemm/sm90": the unit that gets at least one case when time is short.</summary>
+    public string OpVariant => Variant is null ? Op : Op + "/" + Variant;
 }
 
 /// <summary>A prepared benchmark: inputs live on the backend; <see cref="Run"/> launches the op once.</summary>

@@ -9,14 +9,20 @@ namespace DeepKernels.Diagnostics.Benchmarking;
 internal static class GemmBenchCases
 {
     /// <summary>DeepSeek-V3's (N, K) pairs: q_a/kv_a fused, q_b, kv_b, o_proj, expert gate_up, expert down.</summary>
+    /// <summary>The CUDA dense FP8 GEMM kernels, as DEEPKERNELS_GEMM_KERNEL names them.</summary>
+    internal static readonly string[] GemmVariants = ["portable", "sm90"];
+
     internal static readonly (int N, int K)[] NkPairs = [(2112, 7168), (24576, 1536), (32768, 512), (7168, 16384), (4096, 7168), (7168, 2048)];
 
     public static void Add(List<OpBenchCase> cases)
     {
-        // CUDA: every M of the issue at every (N, K). CPU: decode and a small prefill at three pairs.
-        foreach (int m in new[] { 1, 4, 16, 64, 128, 512, 4096 })
-            foreach (var (n, k) in NkPairs)
-                cases.Add(Dense(m, n, k, BenchTargets.Cuda));
+        // CUDA: every M of the issue at every (N, K), for both kernels (pinned through
+        // DEEPKERNELS_GEMM_KERNEL; the sm90 cases report "not supported" off Hopper). CPU: decode
+        // and a small prefill at three pairs.
+        foreach (string variant in GemmVariants)
+            foreach (int m in new[] { 1, 4, 16, 64, 128, 512, 4096 })
+                foreach (var (n, k) in NkPairs)
+                    cases.Add(Dense(m, n, k, BenchTargets.Cuda, " " + variant) with { Variant = variant });
         foreach (int m in new[] { 1, 16, 128 })
             foreach (var (n, k) in new[] { (2112, 7168), (4096, 7168), (7168, 2048) })
                 cases.Add(Dense(m, n, k, BenchTargets.Cpu, " cpu"));
@@ -148,6 +154,12 @@ internal static class GemmBenchCases
 internal static class BenchFill
 {
     private const int ChunkBytes = 16 << 20;
+
+    /// <summary>Turns random bytes into finite BF16 values of magnitude in [0.125, 2) (little endian: the odd byte holds sign and exponent).</summary>
+    public static void FixBFloat16(byte[] chunk)
+    {
+        for (int i = 1; i < chunk.Length; i += 2) chunk[i] = (byte)((chunk[i] & 0x81) | 0x3E);
+    }
 
     /// <summary>Uploads a random chunk, adjusted by <paramref name="fix"/>, repeated over <paramref name="tensor"/>; chunks hold whole records of <paramref name="recordBytes"/>.</summary>
     public static void Upload(Backend backend, TensorView tensor, int seed, Action<byte[]>? fix = null, int recordBytes = 1)

@@ -14,18 +14,23 @@ internal static class MlaBenchCases
 
     public static void Add(List<OpBenchCase> cases)
     {
-        foreach (int h in new[] { 16, 32, 64, 128 })
-            cases.Add(Case(128, 4096, false, h, 1, LatentCacheLayout.BFloat16, BenchTargets.Cuda));
-        foreach (int h in new[] { 16, 128 })
-        {
-            cases.Add(Case(128, 8192, false, h, 1, LatentCacheLayout.BFloat16, BenchTargets.Cuda));
-            cases.Add(Case(128, 4096, true, h, 1, LatentCacheLayout.BFloat16, BenchTargets.Cuda));
-            cases.Add(Case(128, 4096, false, h, 2, LatentCacheLayout.BFloat16, BenchTargets.Cuda));
-            cases.Add(Case(128, 4096, false, h, 1, LatentCacheLayout.Fp8, BenchTargets.Cuda));
-        }
-        // CPU: the issue's target is stated at h_q = 16; a batch small enough for this machine.
-        cases.Add(Case(16, 4096, false, 16, 1, LatentCacheLayout.BFloat16, BenchTargets.Cpu));
-        cases.Add(Case(16, 4096, false, 16, 1, LatentCacheLayout.Fp8, BenchTargets.Cpu));
+        // The issue's whole grid: b = 128, mean seqlen 4096/8192 (fixed and varlen), h_q 16..128,
+        // s_q 1 (decode) and 2 (MTP, causal), BF16 and FP8 caches. CUDA runs all of it; the CPU
+        // gets the same grid behind --full (minutes per case on a small machine).
+        foreach (var layout in new[] { LatentCacheLayout.BFloat16, LatentCacheLayout.Fp8 })
+            foreach (int seqlen in new[] { 4096, 8192 })
+                foreach (bool varlen in new[] { false, true })
+                    foreach (int sQ in new[] { 1, 2 })
+                        foreach (int h in new[] { 16, 32, 64, 128 })
+                        {
+                            cases.Add(Case(128, seqlen, varlen, h, sQ, layout, BenchTargets.Cuda, ""));
+                            cases.Add(Case(128, seqlen, varlen, h, sQ, layout, BenchTargets.Cpu, " cpu") with { FullGridOnly = true });
+                        }
+        // CPU default: the issue's target is stated at h_q = 16; a batch small enough for this machine.
+        cases.Add(Case(16, 4096, false, 16, 1, LatentCacheLayout.BFloat16, BenchTargets.Cpu, ""));
+        cases.Add(Case(16, 4096, false, 16, 1, LatentCacheLayout.Fp8, BenchTargets.Cpu, ""));
+        cases.Add(Case(16, 4096, true, 16, 1, LatentCacheLayout.BFloat16, BenchTargets.Cpu, ""));
+        cases.Add(Case(16, 4096, false, 128, 2, LatentCacheLayout.BFloat16, BenchTargets.Cpu, ""));
     }
 
     /// <summary>Sequence lengths: all equal, or uniform in [1, 2*mean - 1] (seeded) for varlen.</summary>
@@ -37,7 +42,7 @@ internal static class MlaBenchCases
         return lens;
     }
 
-    private static OpBenchCase Case(int batch, int meanSeqlen, bool varlen, int hQ, int sQ, LatentCacheLayout layout, BenchTargets targets)
+    private static OpBenchCase Case(int batch, int meanSeqlen, bool varlen, int hQ, int sQ, LatentCacheLayout layout, BenchTargets targets, string suffix)
     {
         int[] lens = Seqlens(batch, meanSeqlen, varlen);
         long total = lens.Sum(l => (long)l);
@@ -47,7 +52,7 @@ internal static class MlaBenchCases
         double bytes = (double)total * bytesPerToken + (double)batch * sQ * hQ * (576 + 512) * 2;
         double flops = (double)sQ * total * hQ * (576 + 512) * 2;
         string cache = layout == LatentCacheLayout.Fp8 ? "fp8" : "bf16";
-        string name = $"mla-decode b={batch} seqlen={(varlen ? "varlen" : "")}{meanSeqlen} h_q={hQ} s_q={sQ} {cache}";
+        string name = $"mla-decode b={batch} seqlen={(varlen ? "varlen" : "")}{meanSeqlen} h_q={hQ} s_q={sQ} {cache}{suffix}";
         return new OpBenchCase("mla-decode", name,
             new Dictionary<string, long> { ["b"] = batch, ["seqlen"] = meanSeqlen, ["h_q"] = hQ, ["s_q"] = sQ, ["varlen"] = varlen ? 1 : 0 },
             flops, bytes, MathPrecision.Bf16, targets,

@@ -26,7 +26,9 @@ public static class OpBenchRegistry
         AddActivationQuantization(cases);
         GemmBenchCases.Add(cases);
         MoeRouterBenchCases.Add(cases);
+        MoeBenchCases.Add(cases);
         MlaBenchCases.Add(cases);
+        ElementwiseBenchCases.Add(cases);
         return cases;
     }
 

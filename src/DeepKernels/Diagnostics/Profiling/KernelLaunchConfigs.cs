@@ -25,7 +25,12 @@ public static class KernelLaunchConfigs
         new("dk_fp8_quantize_weight_blocks", 256, 0),
         new("dk_grouped_gemm_contiguous", 256, 98304),
         new("dk_grouped_gemm_masked", 256, 98304),
+        // Hopper grouped GEMMs: the dense Hopper kernel's warp groups and stage ring.
+        new("dk_grouped_gemm_contiguous_sm90", 384, 4 * 32768 + 1024),
+        new("dk_grouped_gemm_masked_sm90", 384, 4 * 32768 + 1024),
         new("dk_mla_decode_split", 256, 164096),
+        // Hopper: producer + 2 consumer warp groups; Q tile + 2 BF16 KV stages (72 KiB each) + P tile (8 KiB) + 1 KiB alignment slack.
+        new("dk_mla_decode_sm90", 384, 3 * 73728 + 8192 + 1024),
         new("dk_mla_decode_combine", 128, 0),
         new("dk_mla_cache_write", 128, 0),
         new("dk_moe_router", 128, 0),

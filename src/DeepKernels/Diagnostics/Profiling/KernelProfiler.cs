@@ -10,7 +10,11 @@ namespace DeepKernels.Diagnostics.Profiling;
 /// <param name="Launch">The launch configuration from <see cref="KernelLaunchConfigs"/>; null when unknown.</param>
 /// <param name="Occupancy">Theoretical occupancy; null without resources, launch config or arch limits.</param>
 /// <param name="Sass">Static SASS instruction mix; null without cuobjdump or fatbin.</param>
-public sealed record KernelProfile(string Kernel, string Arch, KernelResources? Resources, KernelLaunchConfig? Launch, OccupancyResult? Occupancy, SassInstructionMix? Sass);
+public sealed record KernelProfile(string Kernel, string Arch, KernelResources? Resources, KernelLaunchConfig? Launch, OccupancyResult? Occupancy, SassInstructionMix? Sass)
+{
+    /// <summary>Where <see cref="Occupancy"/> comes from: <see cref="KernelProfiler.OccupancyFromDriver"/>, <see cref="KernelProfiler.OccupancyFromArchTable"/>, or null.</summary>
+    public string? OccupancySource { get; init; }
+}
 
 /// <summary>A whole profile: one entry per (kernel, arch), the archs seen, where data came from, and notes on anything missing.</summary>
 /// <param name="Kernels">Entries sorted by kernel then arch.</param>
@@ -26,13 +30,20 @@ public sealed record KernelProfileReport(IReadOnlyList<KernelProfile> Kernels, I
 /// <param name="FatbinPath">Fatbin to disassemble instead of the embedded or built one; its resources then come from cuobjdump unless <paramref name="ReportPath"/> is given.</param>
 /// <param name="CuobjdumpPath">cuobjdump to use instead of the one on PATH ("" disables SASS).</param>
 /// <param name="SearchRoot">Directory whose ancestors are searched for build/native (default: the current directory and the app's).</param>
-public sealed record ProfileOptions(string? ReportPath = null, string? FatbinPath = null, string? CuobjdumpPath = null, string? SearchRoot = null);
+/// <param name="Driver">A CUDA driver to ask for occupancy (cuOccupancyMaxActiveBlocksPerMultiprocessor) when it has a ready device and the fatbin loads there; null: arch tables only.</param>
+public sealed record ProfileOptions(string? ReportPath = null, string? FatbinPath = null, string? CuobjdumpPath = null, string? SearchRoot = null, Cuda.ICudaDriver? Driver = null);
 
 /// <summary>Collects resources, occupancy and SASS mix for every kernel in the build.</summary>
 public static class KernelProfiler
 {
     /// <summary>Name of the resource report embedded in the DeepKernels assembly by the build.</summary>
     public const string EmbeddedReportName = "DeepKernels.resource-report.json";
+
+    /// <summary><see cref="KernelProfile.OccupancySource"/> when the device's driver gave the figure.</summary>
+    public const string OccupancyFromDriver = "driver";
+
+    /// <summary><see cref="KernelProfile.OccupancySource"/> when the figure is computed from <see cref="ArchLimits"/>.</summary>
+    public const string OccupancyFromArchTable = "arch table";
 
     /// <summary>Environment variable that points the CUDA backend (and this profiler) at a fatbin on disk.</summary>
     public const string FatbinEnvironmentVariable = "DEEPKERNELS_FATBIN";
@@ -107,6 +118,7 @@ public static class KernelProfiler
         // 3. Merge by (kernel, arch).
         var keys = (resources ?? []).Select(r => (r.Kernel, r.Arch)).Concat(sass.Select(s => (s.Kernel, s.Arch))).Distinct()
             .OrderBy(k => k.Kernel, StringComparer.Ordinal).ThenBy(k => k.Arch, StringComparer.Ordinal).ToList();
+        using var device = OpenDevice(options.Driver, fatbin, notes);
         var profiles = new List<KernelProfile>();
         foreach (var (kernel, arch) in keys)
         {
@@ -116,12 +128,59 @@ public static class KernelProfiler
             OccupancyResult? occupancy = res is not null && launch is not null && limits is not null && res.Registers <= limits.MaxRegistersPerThread
                 ? Occupancy.Compute(limits, launch.BlockSize, res.Registers, res.StaticSharedBytes, launch.DynamicSharedBytes)
                 : null;
-            profiles.Add(new KernelProfile(kernel, arch, res, launch, occupancy, sass.FirstOrDefault(s => s.Kernel == kernel && s.Arch == arch)));
+            string? source = occupancy is null ? null : OccupancyFromArchTable;
+            if (device is not null && launch is not null && limits is not null && IsDeviceArch(arch, device.ComputeCapability, keys.Where(k => k.Kernel == kernel).Select(k => k.Arch)))
+            {
+                try
+                {
+                    int blocks = device.MaxActiveBlocks(kernel, launch.BlockSize, launch.DynamicSharedBytes);
+                    int warps = blocks * ((launch.BlockSize + 31) / 32);
+                    // The driver gives no limiter; keep the table's when both agree on the block count.
+                    occupancy = new OccupancyResult(blocks, warps, (double)warps / limits.MaxWarpsPerSm,
+                        occupancy is { } table && table.BlocksPerSm == blocks ? table.Limiter : null);
+                    source = OccupancyFromDriver;
+                }
+                catch (Cuda.CudaException e)
+                {
+                    notes.Add($"The driver could not give the occupancy of '{kernel}' ({arch}): {e.Message}; arch table used.");
+                }
+            }
+            profiles.Add(new KernelProfile(kernel, arch, res, launch, occupancy, sass.FirstOrDefault(s => s.Kernel == kernel && s.Arch == arch)) { OccupancySource = source });
         }
         foreach (string k in keys.Select(k => k.Kernel).Distinct().Where(k => KernelLaunchConfigs.Find(k) is null))
             notes.Add($"No launch configuration known for '{k}' (add it to KernelLaunchConfigs): no occupancy.");
         var archs = keys.Select(k => k.Arch).Distinct().OrderBy(a => a, StringComparer.Ordinal).ToList();
         return new KernelProfileReport(profiles, archs, resourceSource, fatbin, cuobjdump, notes);
+    }
+
+    /// <summary>The device's view of the fatbin, or null with a note saying why the arch tables are used.</summary>
+    private static DriverOccupancy? OpenDevice(Cuda.ICudaDriver? driver, string? fatbin, List<string> notes)
+    {
+        if (driver is null) return null;
+        if (fatbin is null)
+        {
+            notes.Add("Occupancy from the arch tables: no fatbin to load on the device.");
+            return null;
+        }
+        // Probe first: without a device the fatbin is not even read.
+        var probe = driver.Probe();
+        DriverOccupancy? device = null;
+        string reason = $"no ready CUDA device ({probe.Status}: {probe.Reason})";
+        if (probe.IsReady) device = DriverOccupancy.TryOpen(driver, File.ReadAllBytes(fatbin), out reason);
+        notes.Add(device is null
+            ? $"Occupancy from the arch tables: {reason}."
+            : $"Occupancy for sm_{device.ComputeCapability} from the driver (cuOccupancyMaxActiveBlocksPerMultiprocessor); other archs from the arch tables.");
+        return device;
+    }
+
+    /// <summary>
+    /// Whether the device runs this arch's code for the kernel: sm_XYa when the kernel has it,
+    /// else sm_XY (the driver picks the most specific SASS for the device).
+    /// </summary>
+    private static bool IsDeviceArch(string arch, int computeCapability, IEnumerable<string> kernelArchs)
+    {
+        string plain = $"sm_{computeCapability}", specific = plain + "a";
+        return arch == specific || (arch == plain && !kernelArchs.Contains(specific));
     }
 
     private static string? SiblingReport(string fatbin)

@@ -17,8 +17,8 @@ public enum OccupancyLimiter
 /// <param name="BlocksPerSm">Resident blocks per SM.</param>
 /// <param name="WarpsPerSm">Resident warps per SM.</param>
 /// <param name="Fraction">Resident warps / maximum warps, in [0, 1].</param>
-/// <param name="Limiter">The tightest limit.</param>
-public sealed record OccupancyResult(int BlocksPerSm, int WarpsPerSm, double Fraction, OccupancyLimiter Limiter);
+/// <param name="Limiter">The tightest limit; null when unknown (a driver's answer that the arch table does not reproduce).</param>
+public sealed record OccupancyResult(int BlocksPerSm, int WarpsPerSm, double Fraction, OccupancyLimiter? Limiter);
 
 /// <summary>
 /// The CUDA occupancy calculator's arithmetic: blocks per SM is the minimum of the limits from

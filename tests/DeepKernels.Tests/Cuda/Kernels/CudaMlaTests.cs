@@ -20,7 +20,7 @@ public class CudaMlaTests
     /// filled by the same appends (two per sequence, so the second starts mid-page) on every
     /// backend: the allocator is deterministic, so page assignment matches too.
     /// </summary>
-    private static (PagedLatentCache Cache, int[] Table, int MaxPages) Build(Backend backend, int[] lens, int pageSize, LatentCacheLayout layout, int seed)
+    internal static (PagedLatentCache Cache, int[] Table, int MaxPages) Build(Backend backend, int[] lens, int pageSize, LatentCacheLayout layout, int seed)
     {
         var rng = new Random(seed);
         int pages = 2;
@@ -69,7 +69,7 @@ public class CudaMlaTests
         }
     }
 
-    private static (float[] Out, float[] Lse) Decode(Backend backend, PagedLatentCache cache, int[] table, int maxPages, int[] lens, float[] q,
+    internal static (float[] Out, float[] Lse) Decode(Backend backend, PagedLatentCache cache, int[] table, int maxPages, int[] lens, float[] q,
         DType qType, int sQ, int hQ, bool causal, DType outType)
     {
         int b = lens.Length;
@@ -84,7 +84,7 @@ public class CudaMlaTests
         return (ReadFloats(backend, output), backend.Download<float>(lse));
     }
 
-    private static void Compare(int[] lens, int pageSize, LatentCacheLayout layout, int sQ, int hQ, bool causal, DType qType, DType outType, int seed)
+    internal static void Compare(int[] lens, int pageSize, LatentCacheLayout layout, int sQ, int hQ, bool causal, DType qType, DType outType, int seed)
     {
         var cuda = CudaTestBackends.Get();
         var (cpuCache, table, maxPages) = Build(CpuBackend.Default, lens, pageSize, layout, seed);

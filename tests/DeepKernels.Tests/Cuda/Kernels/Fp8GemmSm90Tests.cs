@@ -38,8 +38,9 @@ public class Fp8GemmSm90Tests
         double diff = CalcDiff(actual, expected);
         TestContext.Out.WriteLine($"dk_fp8_gemm_sm90 {x.M}x{x.N}x{x.K} {output} on {cuda.Name}: calc_diff {diff:E2}, {watch.Elapsed.TotalMilliseconds:F0} ms");
         // Spec bound 1e-3; both sides sum exact FP8 products per 128-K block in FP32 (emulator:
-        // double, rounded once), so anything above rounding noise (BF16: 2^-9) is a bug.
-        Assert.That(diff, Is.LessThan(output == DType.Float32 ? 1e-6 : 1e-4), $"calc_diff M={x.M} N={x.N} K={x.K} {output} accumulate={accumulate}");
+        // double, rounded once; a real H200 accumulates FP8 wgmma with fewer bits inside a block, hence
+        // 1e-5 there), so anything above rounding noise (BF16: 2^-9) is a bug.
+        Assert.That(diff, Is.LessThan(output == DType.Float32 ? (cuda.Driver is EmulatorDriver ? 1e-6 : 1e-5) : 1e-4), $"calc_diff M={x.M} N={x.N} K={x.K} {output} accumulate={accumulate}");
     }
 
     [TestCase(64, 128, 256, DType.Float32)]
