@@ -6,8 +6,14 @@
 // (amax over finite values, scale = max(amax, 1e-4) / 448, UE8M0 rounds it up to a power of two;
 // E4M3 RNE saturating: bit-identical to dk_quantize_act_fp8), codes to rows and scales to
 // row_scales [R, ceil(width/128)] (FP32, or UE8M0 bytes with scales_ue8m0). Each token is read
-// and quantized once, whatever its number of rows.
+// and quantized once, whatever its number of rows. With token_q != null (mode 1 only) the token's
+// own codes [tokens, width] and scales [tokens, ceil(width/128)] (same format) are written too:
+// the MoE layer's shared expert then needs no separate quantization pass over the input.
 // Launch: grid = (tokens, ceil(width/128), 1), block = (128, 1, 1), no dynamic shared memory.
+//
+// Both kernels take the row count of rows / expert_out (row_count) and skip an inverse entry
+// outside [-1, row_count), recording it in the sticky MoE error word (dk/moe_error.cuh, kind 3):
+// a device-resident map cannot be checked by the host without a download.
 //
 // dk_moe_combine: output[t] = sum_j weights[t, j] * expert_out[inverse[t, j]] in FP32 (slot
 // order, dropped slots skipped), + shared[t] when has_shared. expert_out, shared and output are
@@ -16,6 +22,7 @@
 #include "dk/common.cuh"
 #include "dk/convert.cuh"
 #include "dk/warp.cuh"
+#include "dk/moe_error.cuh"
 
 namespace {
 DK_DEVICE float load_value(const void* p, long long i, int bf16)
@@ -26,7 +33,7 @@ DK_DEVICE float load_value(const void* p, long long i, int bf16)
 
 extern "C" __global__ void __launch_bounds__(128)
 dk_moe_gather(const void* input, int input_bf16, const int* inverse, int tokens, int width, int top_k, void* rows, int mode, void* row_scales,
-              int scales_ue8m0)
+              int scales_ue8m0, int row_count, int* error, unsigned char* token_q, void* token_scales)
 {
   __shared__ float warp_amax[4];
   const int token = blockIdx.x, group = blockIdx.y;
@@ -39,7 +46,11 @@ dk_moe_gather(const void* input, int input_bf16, const int* inverse, int tokens,
     if (!inside) return;
     for (int j = 0; j < top_k; ++j) {
       const int r = slots[j];
-      if (r < 0) continue;
+      if (r == -1) continue;
+      if (r < 0 || r >= row_count) {
+        if (threadIdx.x == 0 && group == 0) dk::moe_record_error(error, dk::kMoeErrorInverseRow, token * top_k + j, r, row_count);
+        continue;
+      }
       const long long dst = static_cast<long long>(r) * width + col;
       if (input_bf16) static_cast<uint16_t*>(rows)[dst] = static_cast<const uint16_t*>(input)[src];
       else static_cast<float*>(rows)[dst] = static_cast<const float*>(input)[src];
@@ -61,9 +72,21 @@ dk_moe_gather(const void* input, int input_bf16, const int* inverse, int tokens,
   }
   const unsigned char code = dk::f32_to_e4m3_sat(v / scale);
   const int groups = (width + 127) / 128;
+  if (token_q != nullptr) {
+    if (inside) token_q[src] = code;
+    if (threadIdx.x == 0) {
+      const long long s = static_cast<long long>(token) * groups + group;
+      if (scales_ue8m0) static_cast<unsigned char*>(token_scales)[s] = static_cast<unsigned char>(e8);
+      else static_cast<float*>(token_scales)[s] = scale;
+    }
+  }
   for (int j = 0; j < top_k; ++j) {
     const int r = slots[j];
-    if (r < 0) continue;
+    if (r == -1) continue;
+    if (r < 0 || r >= row_count) {
+      if (threadIdx.x == 0 && group == 0) dk::moe_record_error(error, dk::kMoeErrorInverseRow, token * top_k + j, r, row_count);
+      continue;
+    }
     if (inside) static_cast<unsigned char*>(rows)[static_cast<long long>(r) * width + col] = code;
     if (threadIdx.x == 0) {
       const long long s = static_cast<long long>(r) * groups + group;
@@ -75,7 +98,7 @@ dk_moe_gather(const void* input, int input_bf16, const int* inverse, int tokens,
 
 extern "C" __global__ void __launch_bounds__(256)
 dk_moe_combine(const void* expert_out, int expert_bf16, const int* inverse, const float* weights, const void* shared, int shared_bf16,
-               int has_shared, void* output, int out_bf16, int tokens, int width, int top_k)
+               int has_shared, void* output, int out_bf16, int tokens, int width, int top_k, int row_count, int* error)
 {
   const int token = blockIdx.x;
   const int col = blockIdx.y * 256 + threadIdx.x;
@@ -84,7 +107,11 @@ dk_moe_combine(const void* expert_out, int expert_bf16, const int* inverse, cons
   float acc = 0.0f;
   for (int j = 0; j < top_k; ++j) {
     const int r = inverse[base + j];
-    if (r < 0) continue;
+    if (r == -1) continue;
+    if (r < 0 || r >= row_count) {
+      if (col == 0) dk::moe_record_error(error, dk::kMoeErrorInverseRow, static_cast<int>(base) + j, r, row_count);
+      continue;
+    }
     acc = fmaf(load_value(expert_out, static_cast<long long>(r) * width + col, expert_bf16), weights[base + j], acc);
   }
   const long long o = static_cast<long long>(token) * width + col;

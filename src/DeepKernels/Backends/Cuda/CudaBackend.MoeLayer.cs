@@ -16,9 +16,12 @@ public sealed partial class CudaBackend : IMoeLayerBackend
     /// </summary>
     internal const string SiluMulQuantKernel = "dk_silu_mul_quant_fp8";
 
-    // The same steps as the CPU backend, each one a kernel on workspace buffers of this backend:
-    // activations never leave the device. Only the T*k expert ids go to the host, to build the
-    // contiguous layout (whose row count sizes the GEMM launches).
+    // The same steps as the CPU backend, each one a kernel on workspace buffers of this backend.
+    // Routing stays on the device too: the contiguous layout is built by kernels from the device
+    // expert ids, and the GEMM / SiLU launches cover the layout's row bound (rows past the used
+    // ones are padding, m_index -1, skipped per tile), so a call makes no device-to-host copy and
+    // no stream synchronization (CUDA-graph friendly). Bad expert ids are skipped and recorded in
+    // the device error word (ThrowIfDeviceRoutingError), or thrown at once with ValidateDeviceRouting.
     void IMoeLayerBackend.MoeForward(in MoeLayerArgs args)
     {
         var a = args;
@@ -29,19 +32,22 @@ public sealed partial class CudaBackend : IMoeLayerBackend
         var permute = (IMoePermuteBackend)this;
         var gemm = (IGroupedGemmBackend)this;
 
-        // 1. Contiguous layout (segments aligned to the workspace's alignment, -1 on padding rows).
+        // 1. Contiguous layout (segments aligned to the workspace's alignment, -1 on padding rows);
+        //    the same launches set the shared expert's masked_m = T on the device.
         int capacity = MoePermutation.ContiguousCapacity(tokens, k, c.NumExperts, ws.Alignment);
         var inverse = ws.Inverse.SliceRows(0, tokens);
         var mIndices = ws.MIndices.SliceRows(0, capacity);
-        int rows = permute.BuildContiguous(new MoeContiguousArgs(a.ExpertIds, tokens, k, c.NumExperts, ws.Alignment,
-            ws.ExpertOffsets, mIndices, ws.RowTokens.SliceRows(0, capacity), inverse));
+        int rows = BuildContiguousOnDevice(new MoeContiguousArgs(a.ExpertIds, tokens, k, c.NumExperts, ws.Alignment,
+            ws.ExpertOffsets, mIndices, ws.RowTokens.SliceRows(0, capacity), inverse), shared > 0 ? ws.SharedMaskedM : null, tokens, ws.LayoutScratch);
 
         if (rows > 0)
         {
-            // 2. Gather with the FP8 quantization fused in (bit-identical to quantizing each token once).
-            permute.Gather(new MoeGatherArgs(a.X, tokens, h, inverse, k, ws.RowQ, ws.RowScales));
+            // 2. Gather with the FP8 quantization fused in (bit-identical to quantizing each token
+            //    once); the same pass writes the token-major codes the shared expert reads.
+            LaunchGather(new MoeGatherArgs(a.X, tokens, h, inverse, k, ws.RowQ.SliceRows(0, capacity), ws.RowScales.SliceRows(0, capacity)),
+                shared > 0 ? ws.TokenQ.SliceRows(0, tokens) : null, shared > 0 ? ws.TokenScales.SliceRows(0, tokens) : null);
 
-            // 3. gate_up, SiLU(gate) * up re-quantized, down over the used rows; padding rows are skipped.
+            // 3. gate_up, SiLU(gate) * up re-quantized, down over the row bound; padding rows are skipped.
             var usedIndices = ws.MIndices.SliceRows(0, rows);
             var gateUp = ws.GateUp.SliceRows(0, rows);
             gemm.GroupedGemm(new GroupedGemmArgs(ws.RowQ.SliceRows(0, rows), ws.RowScales.SliceRows(0, rows), usedIndices, null, rows, 0, c.NumExperts,
@@ -57,9 +63,7 @@ public sealed partial class CudaBackend : IMoeLayerBackend
         {
             var tokenQ = ws.TokenQ.SliceRows(0, tokens);
             var tokenScales = ws.TokenScales.SliceRows(0, tokens);
-            ((IActivationQuantizationBackend)this).QuantizeActivations(new ActivationQuantizationArgs(a.X, tokenQ, tokenScales, tokens, h));
-            Span<int> maskedM = [tokens];
-            CopyFromHost(System.Runtime.InteropServices.MemoryMarshal.AsBytes(maskedM), ws.SharedMaskedM);
+            if (rows == 0) ((IActivationQuantizationBackend)this).QuantizeActivations(new ActivationQuantizationArgs(a.X, tokenQ, tokenScales, tokens, h));
             var sharedGateUp = ws.SharedGateUp.SliceRows(0, tokens);
             gemm.GroupedGemm(new GroupedGemmArgs(Lift3(tokenQ), Lift3(tokenScales), null, ws.SharedMaskedM, tokens, tokens, 1, 2 * shared, h,
                 MoeLayerWeights.Lift(w.SharedGateUp!.Value), MoeLayerWeights.Lift(w.SharedGateUpScales!.Value), Lift3(sharedGateUp), tokens));
@@ -72,7 +76,7 @@ public sealed partial class CudaBackend : IMoeLayerBackend
         }
 
         // 5. Weighted combine (+ shared) into the output.
-        permute.Combine(new MoeCombineArgs(ws.Down, h, inverse, a.RoutingWeights, k, sharedOut, a.Output, tokens));
+        permute.Combine(new MoeCombineArgs(ws.Down.SliceRows(0, capacity), h, inverse, a.RoutingWeights, k, sharedOut, a.Output, tokens));
     }
 
     private static TensorView Lift3(TensorView view) => view.Reshape(1, view.Dim(0), view.Dim(1));

@@ -36,6 +36,10 @@ public static class KernelLaunchConfigs
         new("dk_moe_router", 128, 0),
         new("dk_moe_gather", 128, 0),
         new("dk_moe_combine", 256, 0),
+        // Device-side MoE layout builder: chunks of 2048 ids; the scan is one CTA of 512 (one thread per expert).
+        new("dk_moe_layout_count", 256, 0),
+        new("dk_moe_layout_scan", 512, 0),
+        new("dk_moe_layout_scatter", 256, 0),
         new("dk_silu_mul_quant_fp8", 128, 0),
         new("dk_rms_norm", 256, 0),
         new("dk_silu_and_mul", 256, 0),

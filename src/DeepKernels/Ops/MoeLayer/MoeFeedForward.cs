@@ -25,7 +25,10 @@ public static class MoeFeedForward
     /// Runs the layer: <paramref name="x"/> [T, H] Float32 or BFloat16,
     /// <paramref name="expertIds"/> Int32 [T, k] in [-1, E), <paramref name="routingWeights"/>
     /// Float32 [T, k], <paramref name="output"/> [T, H] Float32 or BFloat16, T &lt;= the
-    /// workspace's MaxTokens.
+    /// workspace's MaxTokens. Host-resident ids are checked before anything runs. On the CUDA
+    /// backend, device-resident ids never go to the host (no copy, no synchronization): an id
+    /// outside [-1, E) is dropped by the kernels and reported by
+    /// <c>CudaBackend.ThrowIfDeviceRoutingError</c>, or at once with <c>CudaBackend.ValidateDeviceRouting</c>.
     /// </summary>
     public static void Forward(Backend backend, MoeLayerWeights weights, TensorView x, TensorView expertIds, TensorView routingWeights, MoeWorkspace workspace, TensorView output)
     {

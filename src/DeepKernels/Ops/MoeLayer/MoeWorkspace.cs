@@ -1,5 +1,6 @@
 using DeepKernels.Backends;
 using DeepKernels.Backends.Cpu;
+using DeepKernels.Backends.Cuda;
 using DeepKernels.Ops.GroupedGemm;
 using DeepKernels.Ops.MoePermute;
 using DeepKernels.Tensors;
@@ -42,6 +43,8 @@ public sealed class MoeWorkspace : IDisposable
             SharedMaskedM = Add(DType.Int32, 1);
             RoutedIds = Add(DType.Int32, maxTokens, config.TopK);
             RoutedWeights = Add(DType.Float32, maxTokens, config.TopK);
+            // The CUDA layout builder's per-chunk counts, sized for MaxTokens: no allocation per call.
+            if (backend is CudaBackend) LayoutScratch = Add(DType.Int32, CudaBackend.LayoutScratchLength(maxTokens, config.TopK, config.NumExperts));
             if (s > 0)
             {
                 SharedGateUp = Add(DType.Float32, maxTokens, 2L * s);
@@ -111,6 +114,7 @@ public sealed class MoeWorkspace : IDisposable
     internal TensorView SharedHiddenQ { get; }
     internal TensorView SharedHiddenScales { get; }
     internal TensorView SharedOut { get; }
+    internal TensorView? LayoutScratch { get; }
 
     private TensorView Add(DType dtype, params ReadOnlySpan<long> shape)
     {

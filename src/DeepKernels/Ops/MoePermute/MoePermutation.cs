@@ -161,6 +161,13 @@ public static class MoePermutation
     /// Backend form of <see cref="BuildContiguous(ReadOnlySpan{int}, int, int, int, Span{int}, Span{int}, Span{int}, Span{int})"/>:
     /// Int32 tensors <paramref name="expertIds"/> [T, k], <paramref name="expertOffsets"/> [E + 1],
     /// <paramref name="mIndices"/> and <paramref name="rowTokens"/> [capacity], <paramref name="inverse"/> [T, k].
+    /// Returns the rows to hand to the grouped GEMM: on the CPU backend the rows used; on the CUDA
+    /// backend the layout is built on the device from device ids (no copy to the host), so it
+    /// returns a bound, <see cref="ContiguousCapacity"/> rounded down to the alignment, and rows
+    /// past the used ones are padding (m_index -1); <paramref name="expertOffsets"/>[E] holds the
+    /// exact count. Device ids outside [-1, E) cannot be checked before the launch there: they are
+    /// dropped and reported by <c>CudaBackend.ThrowIfDeviceRoutingError</c> (or at once with
+    /// <c>CudaBackend.ValidateDeviceRouting</c>).
     /// </summary>
     public static int BuildContiguous(Backend backend, TensorView expertIds, int numExperts, int alignment, TensorView expertOffsets, TensorView mIndices, TensorView rowTokens, TensorView inverse)
     {
@@ -184,6 +191,11 @@ public static class MoePermutation
     /// Backend form of <see cref="BuildMasked(ReadOnlySpan{int}, int, int, int, Span{int}, Span{int}, Span{int})"/>:
     /// Int32 tensors <paramref name="expertIds"/> [T, k], <paramref name="maskedM"/> [E],
     /// <paramref name="rowTokens"/> [E, m_max] (which gives m_max), <paramref name="inverse"/> [T, k].
+    /// Returns expected_m. On the CUDA backend with device ids the layout is built on the device:
+    /// the return value is then the hint for evenly spread routing (the exact value is on the
+    /// device), and an expert over m_max is clamped to m_max, its extra rows dropped and the
+    /// error reported by <c>CudaBackend.ThrowIfDeviceRoutingError</c> (or at once with
+    /// <c>CudaBackend.ValidateDeviceRouting</c>); host ids are checked before anything runs.
     /// </summary>
     public static int BuildMasked(Backend backend, TensorView expertIds, int numExperts, TensorView maskedM, TensorView rowTokens, TensorView inverse)
     {

@@ -1,5 +1,6 @@
 using DeepKernels.Backends;
 using DeepKernels.Backends.Cpu;
+using DeepKernels.Backends.Cuda;
 using DeepKernels.Formats;
 using DeepKernels.Ops.MoeLayer;
 using DeepKernels.Tensors;
@@ -236,5 +237,102 @@ public class CudaMoeLayerTests
         var actual = Forward(cuda, cudaLayer, cudaWs, x, ids, w, 2, DType.Float32);
         Assert.That(CalcDiff(actual, expected), Is.LessThan(1e-3));
         Assert.That(expected.Select(Math.Abs).Max(), Is.GreaterThan(1e-3f));
+    }
+
+    [Test]
+    public void LayerWithFewActiveExpertsRunsOverTrailingPaddingTiles()
+    {
+        // Experts 1 and 5 of 8 only: 256 rows used, but the device layout's bound is 1024 rows, so
+        // the GEMMs and the SiLU kernel run over 6 all-padding row tiles that must be skipped.
+        var cuda = CudaTestBackends.Get();
+        var config = new MoeLayerConfig { Hidden = 256, Intermediate = 256, NumExperts = 8, TopK = 2 };
+        const int tokens = 13;
+        Assert.That(CudaBackend.DeviceContiguousRows(tokens, 2, 8, 128), Is.EqualTo(1024));
+        using var cpuLayer = BuildLayer(CpuBackend.Default, config, 31);
+        using var cudaLayer = BuildLayer(cuda, config, 31);
+        using var cpuWs = MoeWorkspace.Create(CpuBackend.Default, config, tokens);
+        using var cudaWs = MoeWorkspace.Create(cuda, config, tokens);
+        var rng = new Random(6);
+        var x = Gaussian(tokens * config.Hidden, rng, 2.0);
+        var ids = Enumerable.Range(0, tokens * 2).Select(i => i % 2 == 0 ? 1 : 5).ToArray();
+        var w = Enumerable.Range(0, tokens * 2).Select(_ => (float)(rng.NextDouble() + 0.1)).ToArray();
+        var expected = Forward(CpuBackend.Default, cpuLayer, cpuWs, x, ids, w, tokens, DType.Float32);
+        var actual = Forward(cuda, cudaLayer, cudaWs, x, ids, w, tokens, DType.Float32);
+        AssertAllFinite(actual, "cuda output");
+        Assert.That(CalcDiff(actual, expected), Is.LessThan(1e-3));
+        Assert.That(expected.Select(Math.Abs).Max(), Is.GreaterThan(1e-3f));
+    }
+
+    [Test]
+    public void LayerWithABadDeviceIdDropsTheSlotAndReportsIt()
+    {
+        var cuda = CudaTestBackends.Get();
+        cuda.ThrowIfDeviceRoutingError();
+        var config = new MoeLayerConfig { Hidden = 256, Intermediate = 256, NumExperts = 4, TopK = 2, SharedIntermediate = 256 };
+        const int tokens = 5;
+        using var cpuLayer = BuildLayer(CpuBackend.Default, config, 41);
+        using var cudaLayer = BuildLayer(cuda, config, 41);
+        using var cpuWs = MoeWorkspace.Create(CpuBackend.Default, config, tokens);
+        using var cudaWs = MoeWorkspace.Create(cuda, config, tokens);
+        var rng = new Random(12);
+        var x = Gaussian(tokens * config.Hidden, rng, 2.0);
+        var (ids, w) = Routing(tokens, config.TopK, config.NumExperts, rng);
+        var dropped = (int[])ids.Clone();
+        dropped[5] = -1;
+        var bad = (int[])ids.Clone();
+        bad[5] = 4; // token 2, slot 1: one past the last expert
+        var expected = Forward(CpuBackend.Default, cpuLayer, cpuWs, x, dropped, w, tokens, DType.Float32);
+        var actual = Forward(cuda, cudaLayer, cudaWs, x, bad, w, tokens, DType.Float32);
+        Assert.That(CalcDiff(actual, expected), Is.LessThan(1e-3), "the bad slot is dropped, the rest is computed");
+        var ex = Assert.Throws<ArgumentException>(cuda.ThrowIfDeviceRoutingError);
+        Assert.That(ex!.Message, Does.Contain("got 4 at flat index 5"));
+        Assert.Throws<ArgumentException>(() => Forward(CpuBackend.Default, cpuLayer, cpuWs, x, bad, w, tokens, DType.Float32), "host ids are checked up front");
+    }
+
+    [Test]
+    public void LayerCallKeepsRoutingOnTheDevice()
+    {
+        // The same emulator or GPU behind a driver that counts transfers and synchronizations.
+        var shared = CudaTestBackends.Get();
+        if (shared.Driver is DeepKernels.Cuda.Emulation.EmulatorDriver && shared.UsesSm90Gemm)
+            Assert.Ignore("The emulated Hopper grouped GEMM runs only on the EmulatorDriver itself, not behind a wrapping driver.");
+        var driver = new CountingCudaDriver(shared.Driver);
+        Assert.That(CudaBackend.TryCreate(driver, 0, out var created, out string reason), Is.True, reason);
+        using var cuda = created!;
+        var config = new MoeLayerConfig { Hidden = 256, Intermediate = 256, NumExperts = 4, TopK = 2, SharedIntermediate = 256 };
+        const int tokens = 13;
+        using var cpuLayer = BuildLayer(CpuBackend.Default, config, 21);
+        using var cudaLayer = BuildLayer(cuda, config, 21);
+        using var cpuWs = MoeWorkspace.Create(CpuBackend.Default, config, tokens);
+        using var ws = MoeWorkspace.Create(cuda, config, tokens);
+        var rng = new Random(4);
+        var x = Gaussian(tokens * config.Hidden, rng, 2.0);
+        var (ids, w) = Routing(tokens, config.TopK, config.NumExperts, rng);
+        var expected = Forward(CpuBackend.Default, cpuLayer, cpuWs, x, ids, w, tokens, DType.Float32);
+        using var xb = Put(cuda, x, DType.Float32, tokens, config.Hidden);
+        using var idb = Put(cuda, ids, DType.Int32, tokens, config.TopK);
+        using var wb = Put(cuda, w, DType.Float32, tokens, config.TopK);
+        using var ob = cuda.Allocate(DType.Float32, tokens, config.Hidden);
+        MoeFeedForward.Forward(cuda, cudaLayer.Weights, xb, idb, wb, ws, ob); // warm-up: lazily allocated helpers
+        cuda.Zero(ob);
+        driver.Reset();
+        MoeFeedForward.Forward(cuda, cudaLayer.Weights, xb, idb, wb, ws, ob);
+        Assert.That(driver.DeviceToHostCopies, Is.Zero, "device-to-host copies during a MoE layer call");
+        Assert.That(driver.StreamSynchronizations, Is.Zero, "stream synchronizations during a MoE layer call");
+        Assert.That(driver.HostToDeviceCopies, Is.Zero, "host-to-device copies during a MoE layer call");
+        Assert.That(driver.Allocations, Is.Zero, "device allocations during a MoE layer call after warm-up");
+        Assert.That(driver.Launches, Is.GreaterThan(5));
+        cuda.ThrowIfDeviceRoutingError();
+        Assert.That(CalcDiff(ReadFloats(cuda, ob), expected), Is.LessThan(1e-3));
+
+        // Gate + layer in one call: the router's ids go straight from its kernel to the layout kernels.
+        var router = new DeepKernels.Ops.MoeRouter.MoeRouterConfig { TopK = config.TopK };
+        using var logits = Put(cuda, Gaussian(tokens * config.NumExperts, rng), DType.Float32, tokens, config.NumExperts);
+        MoeFeedForward.Forward(cuda, cudaLayer.Weights, router, logits, null, xb, ws, ob);
+        driver.Reset();
+        MoeFeedForward.Forward(cuda, cudaLayer.Weights, router, logits, null, xb, ws, ob);
+        Assert.That(driver.DeviceToHostCopies + driver.StreamSynchronizations + driver.HostToDeviceCopies, Is.Zero, "transfers or syncs in a routed MoE layer call");
+        AssertAllFinite(ReadFloats(cuda, ob), "routed layer output");
+        Assert.That(driver.DeviceToHostCopies, Is.GreaterThan(0), "the counting driver sees downloads");
     }
 }
