@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using DeepKernels.Backends.Cuda;
 using DeepKernels.Model;
 using DeepKernels.Model.Generation;
 using DeepKernels.Model.Presets;
@@ -50,7 +51,18 @@ public class CudaModelTests
     [Test]
     public void CudaModelLogitsMatchTheCpuModel()
     {
-        var cuda = CudaTestBackends.Get();
+        // The same emulator or GPU behind a driver that counts transfers, so that the test also
+        // sees what a decode step reads back from the device.
+        var shared = CudaTestBackends.Get();
+        CountingCudaDriver? counter = null;
+        CudaBackend? counted = null;
+        if (!(shared.Driver is DeepKernels.Cuda.Emulation.EmulatorDriver && shared.UsesSm90Gemm))
+        {
+            counter = new CountingCudaDriver(shared.Driver);
+            Assert.That(CudaBackend.TryCreate(counter, 0, out counted, out string reason), Is.True, reason);
+        }
+        using var ownedBackend = counted;
+        var cuda = counted ?? shared;
         var cpuModel = TinyModelFixture.Model;
         var clock = Stopwatch.StartNew();
         using var gpuModel = DeepSeekV3Model.Load(TinyPreset.EnsureCheckpoint(out _, TinyModelFixture.CacheRoot), cuda);
@@ -69,7 +81,15 @@ public class CudaModelTests
         for (int step = 0; step <= decodeSteps; step++)
         {
             cpu.Forward(cpuSeqs, tokens, cpuLogits);
+            counter?.Reset();
             gpu.Forward(gpuSeqs, tokens, gpuLogits);
+            if (counter is not null && step > 0)
+            {
+                // A decode step uploads ids, positions, slots and block tables and reads back only
+                // the logits: no layer (attention tables, MoE routing) waits on the device.
+                Assert.That(counter.DeviceToHostCopies, Is.EqualTo(1), $"decode step {step}: device-to-host copies (only the logits expected)");
+                report.Add($"step {step}: {counter.HostToDeviceCopies} uploads, {counter.StreamSynchronizations} syncs, {counter.Launches} launches");
+            }
             AssertAllFinite(gpuLogits, $"step {step} CUDA logits");
             for (int i = 0; i < 2; i++)
             {
