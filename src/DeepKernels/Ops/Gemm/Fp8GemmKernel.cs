@@ -57,10 +57,12 @@ internal unsafe struct Fp8GemmProblem
 /// <para>
 /// Scheme: B is processed in panels of <see cref="PanelRows"/> rows inside one 128-row scale
 /// block; panels are spread over threads, so every weight byte is read from memory once per pass
-/// of up to <see cref="RowsPerPass"/> A rows. Decode (1-3 A rows): groups of four NaN-free weight
-/// rows are decoded in registers straight into the FMAs. Otherwise each panel's 128-K block is
-/// decoded into an L1-resident FP32 tile and multiplied with 4x3 / 4x1 / 1x4 register-blocked
-/// FMA microkernels (AVX2 + FMA).
+/// of up to <see cref="RowsPerPass"/> A rows. Decode (up to <see cref="FusedMaxRows"/> A rows):
+/// groups of four NaN-free weight rows are decoded in registers straight into the FMAs (4x2 tiles,
+/// then 2x4 / 1x4 for the last rows), so decoding costs 3 instructions per 8 weights shared by up
+/// to 4 A rows and never touches memory. Prefill: each panel's 128-K block is decoded into an
+/// L1-resident FP32 tile and multiplied with 4x3 / 4x1 / 1x4 register-blocked FMA microkernels.
+/// At 16 A rows the FP32 FMAs, not memory, bound the speed (32 flops per weight byte).
 /// </para>
 /// </summary>
 internal static unsafe partial class Fp8GemmKernel
@@ -75,7 +77,7 @@ internal static unsafe partial class Fp8GemmKernel
     public const int RowsPerChunk = 256;
 
     /// <summary>A rows up to which B is decoded in registers (no FP32 tile): the decode path.</summary>
-    public static readonly int FusedMaxRows = int.TryParse(Environment.GetEnvironmentVariable("DK_FUSED_MAX"), out int v) ? v : 16;
+    public const int FusedMaxRows = 16;
 
     private const int Kb = Fp8Gemm.BlockSize;
 
@@ -205,9 +207,11 @@ internal static unsafe partial class Fp8GemmKernel
                     {
                         float* a = aBlock + (long)r * kPadded;
                         float* acc = s.Acc + r * PanelRows * 8;
-                        for (int j = 0; j < 15; j += 3)
+                        int j = 0;
+                        for (; j + 3 <= PanelRows; j += 3)
                             Kernel4x3(a, kPadded, s.B + j * Kb, acc + j * 8, s.RowScale + r);
-                        Kernel4x1(a, kPadded, s.B + 15 * Kb, acc + 15 * 8, s.RowScale + r);
+                        for (; j < PanelRows; j++)
+                            Kernel4x1(a, kPadded, s.B + j * Kb, acc + j * 8, s.RowScale + r);
                     }
                     for (int r = r4; r < passRows; r++)
                     {
@@ -223,9 +227,9 @@ internal static unsafe partial class Fp8GemmKernel
     }
 
     /// <summary>
-    /// 1-3 A rows against a panel for one 128-K block: groups of 4 full, NaN-free B rows are
-    /// decoded in registers and multiplied at once (no FP32 staging); other groups (NaN codes,
-    /// the partial last K block, the last rows of B) go through the decoded tile.
+    /// Up to <see cref="FusedMaxRows"/> A rows against a panel for one 128-K block: groups of 4
+    /// full, NaN-free B rows are decoded in registers and multiplied at once (no FP32 staging);
+    /// other groups (NaN codes, the partial last K block, the last rows of B) use the decoded tile.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void FusedBlock(in Fp8GemmProblem p, float* a, int lda, int rows, int n0, int panelRows, int kb, Scratch s)
@@ -267,11 +271,11 @@ internal static unsafe partial class Fp8GemmKernel
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static bool NaNFree128(byte* codes)
     {
-        var high = Vector256.Create((byte)0x80);
-        var ones = Vector256<byte>.AllBitsSet;
-        var nan = Vector256.Equals(Vector256.Load(codes) | high, ones) | Vector256.Equals(Vector256.Load(codes + 32) | high, ones)
-            | Vector256.Equals(Vector256.Load(codes + 64) | high, ones) | Vector256.Equals(Vector256.Load(codes + 96) | high, ones);
-        return nan == Vector256<byte>.Zero;
+        // code | 0x80 is -1 as a signed byte exactly for NaN codes: a running max finds one.
+        var high = Vector256.Create(unchecked((sbyte)0x80));
+        var max = Vector256.Max(Vector256.Max(Vector256.Load((sbyte*)codes) | high, Vector256.Load((sbyte*)codes + 32) | high),
+            Vector256.Max(Vector256.Load((sbyte*)codes + 64) | high, Vector256.Load((sbyte*)codes + 96) | high));
+        return !Vector256.EqualsAny(max, Vector256<sbyte>.AllBitsSet);
     }
 
     /// <summary>8 B codes at <paramref name="codes"/> as FP32 times 2^-120 (exact; NaN codes give a finite value).</summary>
