@@ -15,17 +15,17 @@ internal static unsafe partial class Fp8GemmKernel
 
     /// <summary>Prefetches the next blocks of four B rows that are streamed in registers.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void PrefetchRows(byte* b0, long ldb)
+    private static void PrefetchRows(byte* b0, long ldb, int distance)
     {
         byte* b1 = b0 + ldb, b2 = b1 + ldb, b3 = b2 + ldb;
-        Sse.Prefetch0(b0 + PrefetchDistance);
-        Sse.Prefetch0(b1 + PrefetchDistance);
-        Sse.Prefetch0(b2 + PrefetchDistance);
-        Sse.Prefetch0(b3 + PrefetchDistance);
-        Sse.Prefetch0(b0 + PrefetchDistance + 64);
-        Sse.Prefetch0(b1 + PrefetchDistance + 64);
-        Sse.Prefetch0(b2 + PrefetchDistance + 64);
-        Sse.Prefetch0(b3 + PrefetchDistance + 64);
+        Sse.Prefetch0(b0 + distance);
+        Sse.Prefetch0(b1 + distance);
+        Sse.Prefetch0(b2 + distance);
+        Sse.Prefetch0(b3 + distance);
+        Sse.Prefetch0(b0 + distance + 64);
+        Sse.Prefetch0(b1 + distance + 64);
+        Sse.Prefetch0(b2 + distance + 64);
+        Sse.Prefetch0(b3 + distance + 64);
     }
 
     /// <summary>1 A row x 4 NaN-free FP8 B rows over one 128-K block, decoding B in registers.</summary>

@@ -57,10 +57,10 @@ internal unsafe struct Fp8GemmProblem
 /// <para>
 /// Scheme: B is processed in panels of <see cref="PanelRows"/> rows inside one 128-row scale
 /// block; panels are spread over threads, so every weight byte is read from memory once per pass
-/// of up to <see cref="RowsPerPass"/> A rows. Decode (up to <see cref="FusedMaxRows"/> A rows):
-/// groups of four NaN-free weight rows are decoded in registers straight into the FMAs (4x2 tiles,
-/// then 2x4 / 1x4 for the last rows), so decoding costs 3 instructions per 8 weights shared by up
-/// to 4 A rows and never touches memory. Prefill: each panel's 128-K block is decoded into an
+/// of up to <see cref="RowsPerPass"/> A rows. Decode (up to <see cref="FusedMaxRows"/> A rows,
+/// <see cref="FusedPanel"/>): groups of four weight rows are streamed along all of K and decoded
+/// in registers straight into the FMAs, so decoding costs 3 instructions per 8 weights shared by
+/// up to 4 A rows and never touches memory. Prefill: each panel's 128-K block is decoded into an
 /// L1-resident FP32 tile and multiplied with 4x3 / 4x1 / 1x4 register-blocked FMA microkernels.
 /// At 16 A rows the FP32 FMAs, not memory, bound the speed (32 flops per weight byte).
 /// </para>
@@ -82,6 +82,9 @@ internal static unsafe partial class Fp8GemmKernel
     private const int Kb = Fp8Gemm.BlockSize;
 
     private const int PrefetchDistance = 256;
+
+    /// <summary>Prefetch distance when 4 rows are streamed along K (<see cref="FusedPanel"/>): 4 blocks ahead.</summary>
+    private const int QuadPrefetchDistance = 512;
 
     /// <summary>2^60: A is decoded times this, and block partials are multiplied by it (exact).</summary>
     internal const float TwoPow60 = 1.152921504606846976e18f;
@@ -190,17 +193,18 @@ internal static unsafe partial class Fp8GemmKernel
                 int passRows = Math.Min(RowsPerPass, rows - pass0);
                 new Span<float>(s.Acc, passRows * PanelRows * 8).Clear();
                 float* aPass = af + (long)pass0 * kPadded;
+                if (passRows <= FusedMaxRows)
+                {
+                    FusedPanel(p, aPass, kPadded, kBlocks, c0 + pass0, passRows, nb, n0, panelRows, s);
+                    Store(p, c0 + pass0, passRows, n0, panelRows, s.Acc);
+                    continue;
+                }
                 for (int kb = 0; kb < kBlocks; kb++)
                 {
                     float sb = p.ScaleB[nb * p.ScaleBStride + kb];
                     for (int r = 0; r < passRows; r++)
                         s.RowScale[r] = p.ScaleA[(c0 + pass0 + r) * p.ScaleAStride + kb] * sb;
                     float* aBlock = aPass + kb * Kb;
-                    if (passRows <= FusedMaxRows)
-                    {
-                        FusedBlock(p, aBlock, kPadded, passRows, n0, panelRows, kb, s);
-                        continue;
-                    }
                     DecodePanelBlock(p, n0, panelRows, kb, s.B);
                     int r4 = passRows & ~3;
                     for (int r = 0; r < r4; r += 4)
@@ -227,42 +231,48 @@ internal static unsafe partial class Fp8GemmKernel
     }
 
     /// <summary>
-    /// Up to <see cref="FusedMaxRows"/> A rows against a panel for one 128-K block: groups of 4
-    /// full, NaN-free B rows are decoded in registers and multiplied at once (no FP32 staging);
-    /// other groups (NaN codes, the partial last K block, the last rows of B) use the decoded tile.
+    /// The decode order for few A rows: each group of 4 B rows is streamed along all of K (4
+    /// sequential streams per thread, friendly to the prefetchers even for short rows) while the
+    /// A rows stay in L1/L2. Groups of 4 full, NaN-free B rows are decoded in registers straight
+    /// into the FMAs (4x2 tiles, then 2x4 / 1x4 for the last A rows); other groups (NaN codes, the
+    /// partial last K block, the last rows of B) go through a decoded 4-row tile.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void FusedBlock(in Fp8GemmProblem p, float* a, int lda, int rows, int n0, int panelRows, int kb, Scratch s)
+    private static void FusedPanel(in Fp8GemmProblem p, float* a, int lda, int kBlocks, int m0, int rows, int nb, int n0, int panelRows, Scratch s)
     {
-        long k0 = (long)kb * Kb;
-        bool fullK = k0 + Kb <= p.K;
-        bool decoded = false;
         for (int j = 0; j < panelRows; j += 4)
         {
-            byte* b0 = p.B + (n0 + j) * p.Ldb + k0;
+            int quadRows = Math.Min(4, panelRows - j);
+            byte* bq = p.B + (n0 + j) * p.Ldb;
             float* acc = s.Acc + j * 8;
-            if (fullK && j + 4 <= panelRows && NaNFree128(b0) && NaNFree128(b0 + p.Ldb)
-                && NaNFree128(b0 + 2 * p.Ldb) && NaNFree128(b0 + 3 * p.Ldb))
+            for (int kb = 0; kb < kBlocks; kb++)
             {
-                PrefetchRows(b0, p.Ldb);
-                int r = 0;
-                for (; r + 4 <= rows; r += 4)
+                float sb = p.ScaleB[nb * p.ScaleBStride + kb];
+                for (int r = 0; r < rows; r++) s.RowScale[r] = p.ScaleA[(m0 + r) * p.ScaleAStride + kb] * sb;
+                float* ak = a + kb * Kb;
+                byte* b0 = bq + kb * Kb;
+                if (quadRows == 4 && (kb + 1) * Kb <= p.K && NaNFree128(b0) && NaNFree128(b0 + p.Ldb)
+                    && NaNFree128(b0 + 2 * p.Ldb) && NaNFree128(b0 + 3 * p.Ldb))
                 {
-                    float* ar = a + (long)r * lda;
-                    Fused4x2(ar, lda, b0, p.Ldb, acc + r * AccRow, s.RowScale + r);
-                    Fused4x2(ar, lda, b0 + 2 * p.Ldb, p.Ldb, acc + r * AccRow + 16, s.RowScale + r);
+                    PrefetchRows(b0, p.Ldb, QuadPrefetchDistance);
+                    int r = 0;
+                    for (; r + 4 <= rows; r += 4)
+                    {
+                        float* ar = ak + (long)r * lda;
+                        Fused4x2(ar, lda, b0, p.Ldb, acc + r * AccRow, s.RowScale + r);
+                        Fused4x2(ar, lda, b0 + 2 * p.Ldb, p.Ldb, acc + r * AccRow + 16, s.RowScale + r);
+                    }
+                    for (; r + 2 <= rows; r += 2)
+                        Fused2x4(ak + (long)r * lda, ak + (long)(r + 1) * lda, b0, p.Ldb, acc + r * AccRow, s.RowScale[r], s.RowScale[r + 1]);
+                    if (r < rows)
+                        Fused1x4(ak + (long)r * lda, b0, p.Ldb, acc + r * AccRow, s.RowScale[r]);
                 }
-                for (; r + 2 <= rows; r += 2)
-                    Fused2x4(a + (long)r * lda, a + (long)(r + 1) * lda, b0, p.Ldb, acc + r * AccRow, s.RowScale[r], s.RowScale[r + 1]);
-                if (r < rows)
-                    Fused1x4(a + (long)r * lda, b0, p.Ldb, acc + r * AccRow, s.RowScale[r]);
-            }
-            else
-            {
-                if (!decoded) DecodePanelBlock(p, n0, panelRows, kb, s.B);
-                decoded = true;
-                for (int r = 0; r < rows; r++)
-                    Kernel1x4(a + (long)r * lda, s.B + j * Kb, acc + r * AccRow, s.RowScale[r]);
+                else
+                {
+                    DecodePanelBlock(p, n0 + j, quadRows, kb, s.B, 4);
+                    for (int r = 0; r < rows; r++)
+                        Kernel1x4(ak + (long)r * lda, s.B, acc + r * AccRow, s.RowScale[r]);
+                }
             }
         }
     }
@@ -299,9 +309,9 @@ internal static unsafe partial class Fp8GemmKernel
         ? BitConverter.Int32BitsToSingle(NaNBits)
         : BitConverter.Int32BitsToSingle(((sbyte)code << 20) & RawMask);
 
-    /// <summary>Decodes B[n0 .. n0+rows, kb*128 .. +128] (times 2^-120), zero-padding rows and K.</summary>
+    /// <summary>Decodes B[n0 .. n0+rows, kb*128 .. +128] (times 2^-120), zero-padding K and rows up to <paramref name="padRows"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void DecodePanelBlock(in Fp8GemmProblem p, int n0, int rows, int kb, float* dst)
+    private static void DecodePanelBlock(in Fp8GemmProblem p, int n0, int rows, int kb, float* dst, int padRows = PanelRows)
     {
         int k0 = kb * Kb, width = Math.Min(Kb, p.K - k0);
         for (int r = 0; r < rows; r++)
@@ -326,7 +336,7 @@ internal static unsafe partial class Fp8GemmKernel
                 new Span<float>(d + width, Kb - width).Clear();
             }
         }
-        if (rows < PanelRows) new Span<float>(dst + rows * Kb, (PanelRows - rows) * Kb).Clear();
+        if (rows < padRows) new Span<float>(dst + rows * Kb, (padRows - rows) * Kb).Clear();
     }
 
     /// <summary>The promotion: acc += (blockPartial * 2^60) * (sa * sb), in FP32, per lane.</summary>
