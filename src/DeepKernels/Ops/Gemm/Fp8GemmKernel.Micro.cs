@@ -15,7 +15,7 @@ internal static unsafe partial class Fp8GemmKernel
 
     /// <summary>Prefetches the next blocks of four B rows that are streamed in registers.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void PrefetchRows(byte* b0, long ldb, int distance)
+    private static void PrefetchRows(byte* b0, long ldb, long distance)
     {
         byte* b1 = b0 + ldb, b2 = b1 + ldb, b3 = b2 + ldb;
         Sse.Prefetch0(b0 + distance);

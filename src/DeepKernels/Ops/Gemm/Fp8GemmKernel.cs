@@ -240,6 +240,9 @@ internal static unsafe partial class Fp8GemmKernel
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void FusedPanel(in Fp8GemmProblem p, float* a, int lda, int kBlocks, int m0, int rows, int nb, int n0, int panelRows, Scratch s)
     {
+        // Long rows: prefetch 4 blocks ahead in each row. Short rows (a few blocks): that would
+        // land in rows already being read, so prefetch the next group of rows instead.
+        long prefetch = p.K >= 16 * Kb ? QuadPrefetchDistance : 4 * p.Ldb;
         for (int j = 0; j < panelRows; j += 4)
         {
             int quadRows = Math.Min(4, panelRows - j);
@@ -254,7 +257,7 @@ internal static unsafe partial class Fp8GemmKernel
                 if (quadRows == 4 && (kb + 1) * Kb <= p.K && NaNFree128(b0) && NaNFree128(b0 + p.Ldb)
                     && NaNFree128(b0 + 2 * p.Ldb) && NaNFree128(b0 + 3 * p.Ldb))
                 {
-                    PrefetchRows(b0, p.Ldb, QuadPrefetchDistance);
+                    PrefetchRows(b0, p.Ldb, prefetch);
                     int r = 0;
                     for (; r + 4 <= rows; r += 4)
                     {
