@@ -7,8 +7,8 @@ using DeepKernels.Tensors;
 namespace DeepKernels.Tests.Ops.Gemm;
 
 /// <summary>
-/// The CPU FP8 GEMM kernel's paths: the decode path (B decoded in registers, up to 16 A rows in
-/// 4x2 / 2x4 / 1x4 tiles), the prefill path (decoded FP32 tiles, 17+ rows), NaN blocks, K and N
+/// The CPU FP8 GEMM kernel's paths: the decode path (B decoded in registers, up to 8 A rows in
+/// 4x2 / 2x4 / 1x4 tiles), the tile path (decoded FP32 tiles, 9+ rows), NaN blocks, K and N
 /// tails, row passes, and the portable path, against a float64 reference and against each other
 /// bit for bit.
 /// </summary>
@@ -107,7 +107,7 @@ public class Fp8GemmKernelTests
     }
 
     /// <summary>
-    /// Every M from 1 to 17 (decode-path tiles and leftovers, then the prefill path), all 256 codes in A and B,
+    /// Every M from 1 to 17 (decode-path tiles and leftovers, then the tile path), all 256 codes in A and B,
     /// N and K with tails (K = 389 is no multiple of 8, 16, 32 or 128): SIMD = portable bit for
     /// bit, both within FP32 accumulation error of float64, NaN exactly where a NaN code takes part
     /// (in a full K block and in the partial one, in the fused quads and in a leftover row).
