@@ -7,10 +7,6 @@ namespace DeepKernels.Formats;
 
 public readonly partial struct Float8E4M3
 {
-    // 2^120 moves an E4M3 bit pattern placed in float's exponent/mantissa field (bias 127) to
-    // E4M3's bias 7; it also turns float subnormals into the exact E4M3 subnormal values.
-    internal const float RebiasFactor = 1.329228e36f; // 2^120
-
     /// <summary>
     /// Converts floats to E4M3 codes, bit-exact with <see cref="ToRaw(float)"/> (round to nearest
     /// even, saturating at +-448, NaN kept), eight or more values at a time where SIMD is present.
@@ -114,35 +110,6 @@ public readonly partial struct Float8E4M3
             Vector256.Create(NegativeNaNBits), Vector256.Create(PositiveNaNBits)).AsSingle();
         return Vector256.ConditionalSelect(isNaN.AsSingle(), nan, value);
     }
-
-    /// <summary>
-    /// Whether the 128 codes at <paramref name="codes"/> hold no NaN and no non-zero subnormal,
-    /// so that <see cref="DecodeVectorNoNaN"/> decodes them exactly without FP32 subnormals.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static unsafe bool IsPlain128(byte* codes)
-    {
-        var special = Special(Vector256.Load(codes)) | Special(Vector256.Load(codes + 32))
-            | Special(Vector256.Load(codes + 64)) | Special(Vector256.Load(codes + 96));
-        return special == Vector256<byte>.Zero;
-
-        static Vector256<byte> Special(Vector256<byte> b)
-        {
-            var magnitude = b & Vector256.Create((byte)0x7F);
-            // NaN, or 1..7 (a non-zero subnormal): magnitude - 1 wraps 0 to 255.
-            return Vector256.Equals(magnitude, Vector256.Create((byte)0x7F))
-                | Vector256.LessThan(magnitude - Vector256<byte>.One, Vector256.Create((byte)7));
-        }
-    }
-
-    /// <summary>
-    /// Fast vector decode (shift, mask, one multiply by 2^120) for codes that are neither NaN nor
-    /// non-zero subnormals (see <see cref="IsPlain128"/>): NaN codes would give +-480 and
-    /// subnormal codes would multiply FP32 subnormals. Sign extension keeps the sign at bit 31.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static Vector256<float> DecodeVectorNoNaN(Vector256<int> signExtended) =>
-        ((signExtended << 20) & Vector256.Create(unchecked((int)0x87F0_0000))).AsSingle() * RebiasFactor;
 
     /// <summary>Whether any code in <paramref name="codes"/> is a NaN (S.1111.111).</summary>
     public static bool ContainsNaN(ReadOnlySpan<byte> codes)

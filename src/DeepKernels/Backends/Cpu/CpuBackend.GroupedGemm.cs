@@ -75,8 +75,8 @@ public sealed partial class CpuBackend : IGroupedGemmBackend
     unsafe void IGroupedGemmBackend.GroupedGemm(in GroupedGemmArgs args)
     {
         // UE8M0 scales are widened to FP32 once (exact: powers of two).
-        float[]? aWide = args.AScales.DType == DType.UE8M0 ? Widen(args.AScales) : null;
-        float[]? bWide = args.BScales.DType == DType.UE8M0 ? Widen(args.BScales) : null;
+        float[]? aWide = RentWidenedScales(args.AScales);
+        float[]? bWide = RentWidenedScales(args.BScales);
         try
         {
             fixed (float* pa = aWide)
@@ -95,18 +95,5 @@ public sealed partial class CpuBackend : IGroupedGemmBackend
             if (aWide is not null) ArrayPool<float>.Shared.Return(aWide);
             if (bWide is not null) ArrayPool<float>.Shared.Return(bWide);
         }
-    }
-
-    private static float[] Widen(TensorView ue8m0)
-    {
-        var bytes = ue8m0.AsSpan<byte>();
-        float[] result = ArrayPool<float>.Shared.Rent(bytes.Length);
-        for (int i = 0; i < bytes.Length; i++)
-        {
-            float s = UE8M0.ToSingle(bytes[i]);
-            if (!float.IsFinite(s) || s <= 0) throw new ArgumentException($"Expected finite UE8M0 scales, got code 0xFF at {i}.", nameof(ue8m0));
-            result[i] = s;
-        }
-        return result;
     }
 }

@@ -38,29 +38,34 @@ internal unsafe struct Fp8GemmProblem
 /// <summary>
 /// The CPU FP8 GEMM kernel, and the building block of the grouped (MoE) GEMM.
 /// <para>
-/// Scheme: A rows are decoded once per call into FP32 (unscaled E4M3 values, K padded with zeros
-/// to a multiple of 128). B is processed in panels of <see cref="PanelRows"/> rows that lie inside
-/// one 128-row scale block; panels are spread over threads. For every 128-wide K block the panel
-/// is decoded into a small FP32 buffer (an L1-resident 8 KiB tile) and multiplied with 4x3 / 4x1 /
-/// 1x4 register-blocked FMA microkernels (AVX2 + FMA; AVX-512 machines run the same 256-bit code).
-/// Each K block's partial sums stay in registers and are then folded into per-(m, n) FP32 vector
-/// accumulators with the combined scale sa[m, kb] * sb[n / 128, kb] (the promotion); lanes are
-/// summed once at the end.
+/// Numerics (identical bits on every path, whatever the tiling, thread count or SIMD support):
+/// for each output (m, n) and each 128-wide K block, an 8-lane partial sum where lane l
+/// accumulates k = l, l + 8, ... with fused multiply-adds; each lane is then promoted,
+/// acc[l] = fma(partial[l], sa[m, kb] * sb[n / 128, kb], acc[l]); the 8 lanes are summed in a
+/// fixed tree at the end. The portable path (<see cref="RunPortable"/>) replays the same
+/// operations one lane at a time, so SIMD and fallback results are bitwise identical.
 /// </para>
 /// <para>
-/// Decode (small M): every FP8 weight row is streamed from memory exactly once (with software
-/// prefetch, as 16 rows are read interleaved); for a single A row, groups of four weight rows are
-/// decoded in registers straight into the FMAs. Prefill (large M): each decoded panel block is
-/// reused by up to <see cref="RowsPerPass"/> A rows, so decoding costs ~1/256 of the FMAs.
+/// Decoding: A is decoded once per call to FP32 times 2^60; B codes are decoded by placing their
+/// bits into an FP32 pattern (sign-extend, shift, mask: the value times 2^-120, exact for every
+/// finite code including subnormals), so streaming B costs no multiply. Every product is then the
+/// true product times 2^-60: all values stay multiples of 2^-138, so each rounding happens exactly
+/// as it would unscaled, and one exact multiply by 2^60 restores the partial before promotion.
+/// NaN codes (S.1111.111) would decode to a finite value this way: each 128-byte block of B is
+/// checked for them (a few byte compares) and blocks that hold one are decoded with a NaN blend.
 /// </para>
 /// <para>
-/// Decoding: blocks of 128 codes without NaN or non-zero subnormal codes (the common case for
-/// real weights) use shift/mask/multiply-by-2^120; other blocks use an exact integer decode with
-/// a permute for subnormals and a blend for NaN, so NaN inputs give NaN outputs and no FP32
-/// subnormal arithmetic (slow on some CPUs) is ever executed.
+/// Scheme: B is processed in panels of <see cref="PanelRows"/> rows inside one 128-row scale
+/// block; panels are spread over threads, so every weight byte is read from memory once per pass
+/// of up to <see cref="RowsPerPass"/> A rows. Decode (up to <see cref="FusedMaxRows"/> A rows,
+/// <see cref="FusedPanel"/>): groups of four weight rows are streamed along all of K and decoded
+/// in registers straight into the FMAs, so decoding costs 3 instructions per 8 weights shared by
+/// up to 4 A rows and never touches memory. Prefill: each panel's 128-K block is decoded into an
+/// L1-resident FP32 tile and multiplied with 4x3 / 4x1 / 1x4 register-blocked FMA microkernels.
+/// From about 8 A rows on, the FP32 FMAs, not memory, bound the speed (2 * M flops per weight byte).
 /// </para>
 /// </summary>
-internal static unsafe class Fp8GemmKernel
+internal static unsafe partial class Fp8GemmKernel
 {
     /// <summary>B rows per work item (divides 128, so a panel never straddles a scale block).</summary>
     public const int PanelRows = 16;
@@ -71,11 +76,30 @@ internal static unsafe class Fp8GemmKernel
     /// <summary>A rows decoded to FP32 at a time (bounds the temporary memory).</summary>
     public const int RowsPerChunk = 256;
 
+    /// <summary>
+    /// A rows up to which B is decoded in registers (no FP32 tile): the decode path. Beyond 8
+    /// rows the FMAs bound the speed and the decoded-tile 4x3 kernel (12 accumulators, one decode
+    /// per panel block) measured faster.
+    /// </summary>
+    public const int FusedMaxRows = 8;
+
     private const int Kb = Fp8Gemm.BlockSize;
 
     private const int PrefetchDistance = 256;
 
-    /// <summary>Whether the AVX2 + FMA kernels run (otherwise a scalar loop with the same numerics).</summary>
+    /// <summary>Prefetch distance when 4 rows are streamed along K (<see cref="FusedPanel"/>): 4 blocks ahead.</summary>
+    private const int QuadPrefetchDistance = 512;
+
+    /// <summary>2^60: A is decoded times this, and block partials are multiplied by it (exact).</summary>
+    internal const float TwoPow60 = 1.152921504606846976e18f;
+
+    /// <summary>The NaN that NaN codes of B decode to (any NaN propagates the same way).</summary>
+    private const int NaNBits = 0x7FC0_0000;
+
+    /// <summary>Mask that keeps sign, exponent and mantissa of a code shifted left by 20.</summary>
+    private const int RawMask = unchecked((int)0x87F0_0000);
+
+    /// <summary>Whether the AVX2 + FMA kernels run (otherwise the portable loop with the same bits).</summary>
     public static bool IsAccelerated => Avx2.IsSupported && Fma.IsSupported;
 
     /// <summary>
@@ -84,13 +108,14 @@ internal static unsafe class Fp8GemmKernel
     /// block for GroupedGemm: call it once per expert with that expert's B, scales and row range
     /// (rows of A/D already grouped by expert). With <paramref name="options"/> = null the work
     /// runs on the calling thread, so a caller can parallelize across experts instead.
+    /// <paramref name="portable"/> forces the portable path (tests compare both).
     /// </summary>
-    public static void Run(in Fp8GemmProblem p, int m0, int m1, ParallelOptions? options)
+    public static void Run(in Fp8GemmProblem p, int m0, int m1, ParallelOptions? options, bool portable = false)
     {
         if (m1 <= m0 || p.N <= 0 || p.K <= 0) return;
-        if (!IsAccelerated)
+        if (portable || !IsAccelerated)
         {
-            RunScalar(p, m0, m1);
+            RunPortable(p, m0, m1);
             return;
         }
         int kBlocks = Fp8Gemm.BlockCount(p.K);
@@ -107,20 +132,11 @@ internal static unsafe class Fp8GemmKernel
                 int panels = Fp8Gemm.BlockCount(p.N) * (Kb / PanelRows);
                 if (options is null || options.MaxDegreeOfParallelism == 1)
                 {
-                    var scratch = new Scratch();
-                    try
-                    {
-                        for (int panel = 0; panel < panels; panel++) chunk.RunPanel(panel, scratch);
-                    }
-                    finally { scratch.Dispose(); }
+                    for (int panel = 0; panel < panels; panel++) chunk.RunPanel(panel, Scratch.Current);
                 }
                 else
                 {
-                    Parallel.For(0, panels, options, () => new Scratch(), (panel, _, scratch) =>
-                    {
-                        chunk.RunPanel(panel, scratch);
-                        return scratch;
-                    }, scratch => scratch.Dispose());
+                    Parallel.For(0, panels, options, panel => chunk.RunPanel(panel, Scratch.Current));
                 }
             }
         }
@@ -130,25 +146,35 @@ internal static unsafe class Fp8GemmKernel
         }
     }
 
+    /// <summary>A rows as FP32 times 2^60 (exact), K zero-padded to whole blocks.</summary>
     private static void DecodeA(in Fp8GemmProblem p, int c0, int rows, float* af, int kPadded)
     {
+        var factor = Vector256.Create(TwoPow60);
         for (int r = 0; r < rows; r++)
         {
-            var src = new ReadOnlySpan<byte>(p.A + (c0 + r) * p.Lda, p.K);
-            var dst = new Span<float>(af + (long)r * kPadded, kPadded);
-            Float8E4M3.ToSingle(src, dst[..p.K]);
-            dst[p.K..].Clear();
+            float* dst = af + (long)r * kPadded;
+            Float8E4M3.ToSingle(new ReadOnlySpan<byte>(p.A + (c0 + r) * p.Lda, p.K), new Span<float>(dst, p.K));
+            new Span<float>(dst + p.K, kPadded - p.K).Clear();
+            for (int k = 0; k < kPadded; k += 8) (Vector256.Load(dst + k) * factor).Store(dst + k);
         }
     }
 
-    /// <summary>Per-thread buffers: one decoded panel block and the live accumulators.</summary>
-    private sealed class Scratch : IDisposable
+    /// <summary>
+    /// Per-thread buffers (one decoded panel block and the live accumulators), kept for the
+    /// thread's lifetime so calls allocate nothing. A panel runs to completion before the thread
+    /// starts another, so one set per thread suffices.
+    /// </summary>
+    private sealed class Scratch
     {
+        [ThreadStatic] private static Scratch? current;
+
         public readonly float* B = (float*)NativeMemory.AlignedAlloc(PanelRows * Kb * sizeof(float), 64);
         public readonly float* Acc = (float*)NativeMemory.AlignedAlloc(RowsPerPass * PanelRows * 8 * sizeof(float), 64);
         public readonly float* RowScale = (float*)NativeMemory.AlignedAlloc(RowsPerPass * sizeof(float), 64);
 
-        public void Dispose()
+        public static Scratch Current => current ??= new Scratch();
+
+        ~Scratch()
         {
             NativeMemory.AlignedFree(B);
             NativeMemory.AlignedFree(Acc);
@@ -170,28 +196,30 @@ internal static unsafe class Fp8GemmKernel
             {
                 int passRows = Math.Min(RowsPerPass, rows - pass0);
                 new Span<float>(s.Acc, passRows * PanelRows * 8).Clear();
+                float* aPass = af + (long)pass0 * kPadded;
+                if (passRows <= FusedMaxRows)
+                {
+                    FusedPanel(p, aPass, kPadded, kBlocks, c0 + pass0, passRows, nb, n0, panelRows, s);
+                    Store(p, c0 + pass0, passRows, n0, panelRows, s.Acc);
+                    continue;
+                }
                 for (int kb = 0; kb < kBlocks; kb++)
                 {
                     float sb = p.ScaleB[nb * p.ScaleBStride + kb];
-                    if (passRows == 1 && (kb + 1) * Kb <= p.K)
-                    {
-                        // Single-row decode: FP8 weights go straight from memory into FMAs.
-                        RunSingleRowBlock(p, af + (long)pass0 * kPadded + kb * Kb, n0, panelRows, kb,
-                            p.ScaleA[(c0 + pass0) * p.ScaleAStride + kb] * sb, s);
-                        continue;
-                    }
-                    DecodePanelBlock(p, n0, panelRows, kb, s.B);
                     for (int r = 0; r < passRows; r++)
                         s.RowScale[r] = p.ScaleA[(c0 + pass0 + r) * p.ScaleAStride + kb] * sb;
-                    float* aBlock = af + (long)pass0 * kPadded + kb * Kb;
+                    float* aBlock = aPass + kb * Kb;
+                    DecodePanelBlock(p, n0, panelRows, kb, s.B);
                     int r4 = passRows & ~3;
                     for (int r = 0; r < r4; r += 4)
                     {
                         float* a = aBlock + (long)r * kPadded;
                         float* acc = s.Acc + r * PanelRows * 8;
-                        for (int j = 0; j < 15; j += 3)
+                        int j = 0;
+                        for (; j + 3 <= PanelRows; j += 3)
                             Kernel4x3(a, kPadded, s.B + j * Kb, acc + j * 8, s.RowScale + r);
-                        Kernel4x1(a, kPadded, s.B + 15 * Kb, acc + 15 * 8, s.RowScale + r);
+                        for (; j < PanelRows; j++)
+                            Kernel4x1(a, kPadded, s.B + j * Kb, acc + j * 8, s.RowScale + r);
                     }
                     for (int r = r4; r < passRows; r++)
                     {
@@ -207,60 +235,90 @@ internal static unsafe class Fp8GemmKernel
     }
 
     /// <summary>
-    /// One A row against a panel for one full 128-K block: groups of 4 plain B rows are decoded in
-    /// registers and multiplied at once (no FP32 staging); other groups go through the buffer.
+    /// The decode order for few A rows: each group of 4 B rows is streamed along all of K (4
+    /// sequential streams per thread, friendly to the prefetchers even for short rows) while the
+    /// A rows stay in L1/L2. Groups of 4 full, NaN-free B rows are decoded in registers straight
+    /// into the FMAs (4x2 tiles, then 2x4 / 1x4 for the last A rows); other groups (NaN codes, the
+    /// partial last K block, the last rows of B) go through a decoded 4-row tile.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void RunSingleRowBlock(in Fp8GemmProblem p, float* a, int n0, int panelRows, int kb, float scale, Scratch s)
+    private static void FusedPanel(in Fp8GemmProblem p, float* a, int lda, int kBlocks, int m0, int rows, int nb, int n0, int panelRows, Scratch s)
     {
-        long k0 = (long)kb * Kb;
-        bool decoded = false;
-        for (int j = 0; j < PanelRows; j += 4)
+        // Long rows: prefetch 4 blocks ahead in each row. Short rows (a few blocks): that would
+        // land in rows already being read, so prefetch the next group of rows instead.
+        long prefetch = p.K >= 16 * Kb ? QuadPrefetchDistance : 4 * p.Ldb;
+        for (int j = 0; j < panelRows; j += 4)
         {
-            if (j >= panelRows) break;
-            byte* b0 = p.B + (n0 + j) * p.Ldb + k0;
-            if (j + 4 <= panelRows && Float8E4M3.IsPlain128(b0) && Float8E4M3.IsPlain128(b0 + p.Ldb)
-                && Float8E4M3.IsPlain128(b0 + 2 * p.Ldb) && Float8E4M3.IsPlain128(b0 + 3 * p.Ldb))
+            int quadRows = Math.Min(4, panelRows - j);
+            byte* bq = p.B + (n0 + j) * p.Ldb;
+            float* acc = s.Acc + j * 8;
+            for (int kb = 0; kb < kBlocks; kb++)
             {
-                Fused1x4(a, b0, p.Ldb, s.Acc + j * 8, scale);
-            }
-            else
-            {
-                if (!decoded) DecodePanelBlock(p, n0, panelRows, kb, s.B);
-                decoded = true;
-                Kernel1x4(a, s.B + j * Kb, s.Acc + j * 8, scale);
+                float sb = p.ScaleB[nb * p.ScaleBStride + kb];
+                for (int r = 0; r < rows; r++) s.RowScale[r] = p.ScaleA[(m0 + r) * p.ScaleAStride + kb] * sb;
+                float* ak = a + kb * Kb;
+                byte* b0 = bq + kb * Kb;
+                if (quadRows == 4 && (kb + 1) * Kb <= p.K && NaNFree128(b0) && NaNFree128(b0 + p.Ldb)
+                    && NaNFree128(b0 + 2 * p.Ldb) && NaNFree128(b0 + 3 * p.Ldb))
+                {
+                    PrefetchRows(b0, p.Ldb, prefetch);
+                    int r = 0;
+                    for (; r + 4 <= rows; r += 4)
+                    {
+                        float* ar = ak + (long)r * lda;
+                        Fused4x2(ar, lda, b0, p.Ldb, acc + r * AccRow, s.RowScale + r);
+                        Fused4x2(ar, lda, b0 + 2 * p.Ldb, p.Ldb, acc + r * AccRow + 16, s.RowScale + r);
+                    }
+                    for (; r + 2 <= rows; r += 2)
+                        Fused2x4(ak + (long)r * lda, ak + (long)(r + 1) * lda, b0, p.Ldb, acc + r * AccRow, s.RowScale[r], s.RowScale[r + 1]);
+                    if (r < rows)
+                        Fused1x4(ak + (long)r * lda, b0, p.Ldb, acc + r * AccRow, s.RowScale[r]);
+                }
+                else
+                {
+                    DecodePanelBlock(p, n0 + j, quadRows, kb, s.B, 4);
+                    for (int r = 0; r < rows; r++)
+                        Kernel1x4(ak + (long)r * lda, s.B, acc + r * AccRow, s.RowScale[r]);
+                }
             }
         }
     }
 
-    /// <summary>1 A row x 4 plain FP8 B rows over one 128-K block, decoding B in registers.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Fused1x4(float* a, byte* b, long ldb, float* acc, float scale)
+    /// <summary>Whether the 128 codes at <paramref name="codes"/> hold no NaN (S.1111.111).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static bool NaNFree128(byte* codes)
     {
-        Vector256<float> c0 = default, c1 = default, c2 = default, c3 = default;
-        byte* b1 = b + ldb, b2 = b1 + ldb, b3 = b2 + ldb;
-        Sse.Prefetch0(b + PrefetchDistance);
-        Sse.Prefetch0(b1 + PrefetchDistance);
-        Sse.Prefetch0(b2 + PrefetchDistance);
-        Sse.Prefetch0(b3 + PrefetchDistance);
-        Sse.Prefetch0(b + PrefetchDistance + 64);
-        Sse.Prefetch0(b1 + PrefetchDistance + 64);
-        Sse.Prefetch0(b2 + PrefetchDistance + 64);
-        Sse.Prefetch0(b3 + PrefetchDistance + 64);
-        for (int k = 0; k < Kb; k += 8)
-        {
-            var x = Avx.LoadVector256(a + k);
-            c0 = Fma.MultiplyAdd(x, Float8E4M3.DecodeVectorNoNaN(Avx2.ConvertToVector256Int32((sbyte*)(b + k))), c0);
-            c1 = Fma.MultiplyAdd(x, Float8E4M3.DecodeVectorNoNaN(Avx2.ConvertToVector256Int32((sbyte*)(b1 + k))), c1);
-            c2 = Fma.MultiplyAdd(x, Float8E4M3.DecodeVectorNoNaN(Avx2.ConvertToVector256Int32((sbyte*)(b2 + k))), c2);
-            c3 = Fma.MultiplyAdd(x, Float8E4M3.DecodeVectorNoNaN(Avx2.ConvertToVector256Int32((sbyte*)(b3 + k))), c3);
-        }
-        Promote(acc, c0, scale); Promote(acc + 8, c1, scale); Promote(acc + 16, c2, scale); Promote(acc + 24, c3, scale);
+        // code | 0x80 is -1 as a signed byte exactly for NaN codes: a running max finds one.
+        var high = Vector256.Create(unchecked((sbyte)0x80));
+        var max = Vector256.Max(Vector256.Max(Vector256.Load((sbyte*)codes) | high, Vector256.Load((sbyte*)codes + 32) | high),
+            Vector256.Max(Vector256.Load((sbyte*)codes + 64) | high, Vector256.Load((sbyte*)codes + 96) | high));
+        return !Vector256.EqualsAny(max, Vector256<sbyte>.AllBitsSet);
     }
 
-    /// <summary>Decodes B[n0 .. n0+rows, kb*128 .. +128] to FP32 (unscaled), zero-padding rows and K.</summary>
+    /// <summary>8 B codes at <paramref name="codes"/> as FP32 times 2^-120 (exact; NaN codes give a finite value).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> RawB(byte* codes) =>
+        ((Avx2.ConvertToVector256Int32((sbyte*)codes) << 20) & Vector256.Create(RawMask)).AsSingle();
+
+    /// <summary>As <see cref="RawB(byte*)"/>, with NaN codes decoded to NaN.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> RawBWithNaN(byte* codes)
+    {
+        var x = Avx2.ConvertToVector256Int32((sbyte*)codes);
+        var raw = ((x << 20) & Vector256.Create(RawMask)).AsSingle();
+        var isNaN = Vector256.Equals(x & Vector256.Create(0x7F), Vector256.Create(0x7F)).AsSingle();
+        return Vector256.ConditionalSelect(isNaN, Vector256.Create(NaNBits).AsSingle(), raw);
+    }
+
+    /// <summary>One B code as FP32 times 2^-120: the scalar twin of <see cref="RawBWithNaN"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static float RawB(byte code) => (code & 0x7F) == 0x7F
+        ? BitConverter.Int32BitsToSingle(NaNBits)
+        : BitConverter.Int32BitsToSingle(((sbyte)code << 20) & RawMask);
+
+    /// <summary>Decodes B[n0 .. n0+rows, kb*128 .. +128] (times 2^-120), zero-padding K and rows up to <paramref name="padRows"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void DecodePanelBlock(in Fp8GemmProblem p, int n0, int rows, int kb, float* dst)
+    private static void DecodePanelBlock(in Fp8GemmProblem p, int n0, int rows, int kb, float* dst, int padRows = PanelRows)
     {
         int k0 = kb * Kb, width = Math.Min(Kb, p.K - k0);
         for (int r = 0; r < rows; r++)
@@ -271,99 +329,51 @@ internal static unsafe class Fp8GemmKernel
             // so each row's stream stays ahead of the hardware prefetchers' reach.
             Sse.Prefetch0(src + PrefetchDistance);
             Sse.Prefetch0(src + PrefetchDistance + 64);
-            if (width == Kb && Float8E4M3.IsPlain128(src))
+            if (width == Kb && NaNFree128(src))
             {
-                for (int i = 0; i < Kb; i += 8)
-                    Float8E4M3.DecodeVectorNoNaN(Avx2.ConvertToVector256Int32((sbyte*)(src + i))).Store(d + i);
+                for (int i = 0; i < Kb; i += 8) RawB(src + i).Store(d + i);
             }
             else if (width == Kb)
             {
-                // NaN or subnormal codes present: the exact (slower) vector decode.
-                for (int i = 0; i < Kb; i += 8)
-                    Float8E4M3.DecodeVector(Avx2.ConvertToVector256Int32((sbyte*)(src + i))).Store(d + i);
+                for (int i = 0; i < Kb; i += 8) RawBWithNaN(src + i).Store(d + i);
             }
             else
             {
-                // Partial K block: exact decode, zeros past K.
-                Float8E4M3.ToSingle(new ReadOnlySpan<byte>(src, width), new Span<float>(d, width));
+                for (int i = 0; i < width; i++) d[i] = RawB(src[i]);
                 new Span<float>(d + width, Kb - width).Clear();
             }
         }
-        if (rows < PanelRows) new Span<float>(dst + rows * Kb, (PanelRows - rows) * Kb).Clear();
+        if (rows < padRows) new Span<float>(dst + rows * Kb, (padRows - rows) * Kb).Clear();
     }
 
-    /// <summary>4 A rows x 3 B rows over one 128-K block; acc[i, j] += partial * scale[i].</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Kernel4x3(float* a, int lda, float* b, float* acc, float* scale)
-    {
-        Vector256<float> c00 = default, c01 = default, c02 = default, c10 = default, c11 = default, c12 = default;
-        Vector256<float> c20 = default, c21 = default, c22 = default, c30 = default, c31 = default, c32 = default;
-        float* a1 = a + lda, a2 = a1 + lda, a3 = a2 + lda;
-        for (int k = 0; k < Kb; k += 8)
-        {
-            var b0 = Avx.LoadAlignedVector256(b + k);
-            var b1 = Avx.LoadAlignedVector256(b + Kb + k);
-            var b2 = Avx.LoadAlignedVector256(b + 2 * Kb + k);
-            var x = Avx.LoadVector256(a + k);
-            c00 = Fma.MultiplyAdd(x, b0, c00); c01 = Fma.MultiplyAdd(x, b1, c01); c02 = Fma.MultiplyAdd(x, b2, c02);
-            x = Avx.LoadVector256(a1 + k);
-            c10 = Fma.MultiplyAdd(x, b0, c10); c11 = Fma.MultiplyAdd(x, b1, c11); c12 = Fma.MultiplyAdd(x, b2, c12);
-            x = Avx.LoadVector256(a2 + k);
-            c20 = Fma.MultiplyAdd(x, b0, c20); c21 = Fma.MultiplyAdd(x, b1, c21); c22 = Fma.MultiplyAdd(x, b2, c22);
-            x = Avx.LoadVector256(a3 + k);
-            c30 = Fma.MultiplyAdd(x, b0, c30); c31 = Fma.MultiplyAdd(x, b1, c31); c32 = Fma.MultiplyAdd(x, b2, c32);
-        }
-        const int Row = PanelRows * 8;
-        Promote(acc, c00, scale[0]); Promote(acc + 8, c01, scale[0]); Promote(acc + 16, c02, scale[0]);
-        Promote(acc + Row, c10, scale[1]); Promote(acc + Row + 8, c11, scale[1]); Promote(acc + Row + 16, c12, scale[1]);
-        Promote(acc + 2 * Row, c20, scale[2]); Promote(acc + 2 * Row + 8, c21, scale[2]); Promote(acc + 2 * Row + 16, c22, scale[2]);
-        Promote(acc + 3 * Row, c30, scale[3]); Promote(acc + 3 * Row + 8, c31, scale[3]); Promote(acc + 3 * Row + 16, c32, scale[3]);
-    }
-
-    /// <summary>4 A rows x 1 B row over one 128-K block.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Kernel4x1(float* a, int lda, float* b, float* acc, float* scale)
-    {
-        Vector256<float> c0 = default, c1 = default, c2 = default, c3 = default;
-        float* a1 = a + lda, a2 = a1 + lda, a3 = a2 + lda;
-        for (int k = 0; k < Kb; k += 8)
-        {
-            var b0 = Avx.LoadAlignedVector256(b + k);
-            c0 = Fma.MultiplyAdd(Avx.LoadVector256(a + k), b0, c0);
-            c1 = Fma.MultiplyAdd(Avx.LoadVector256(a1 + k), b0, c1);
-            c2 = Fma.MultiplyAdd(Avx.LoadVector256(a2 + k), b0, c2);
-            c3 = Fma.MultiplyAdd(Avx.LoadVector256(a3 + k), b0, c3);
-        }
-        const int Row = PanelRows * 8;
-        Promote(acc, c0, scale[0]); Promote(acc + Row, c1, scale[1]); Promote(acc + 2 * Row, c2, scale[2]); Promote(acc + 3 * Row, c3, scale[3]);
-    }
-
-    /// <summary>1 A row x 4 B rows over one 128-K block (decode and leftover rows).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Kernel1x4(float* a, float* b, float* acc, float scale)
-    {
-        Vector256<float> c0 = default, c1 = default, c2 = default, c3 = default;
-        Vector256<float> d0 = default, d1 = default, d2 = default, d3 = default;
-        for (int k = 0; k < Kb; k += 16)
-        {
-            var x = Avx.LoadVector256(a + k);
-            var y = Avx.LoadVector256(a + k + 8);
-            c0 = Fma.MultiplyAdd(x, Avx.LoadAlignedVector256(b + k), c0);
-            c1 = Fma.MultiplyAdd(x, Avx.LoadAlignedVector256(b + Kb + k), c1);
-            c2 = Fma.MultiplyAdd(x, Avx.LoadAlignedVector256(b + 2 * Kb + k), c2);
-            c3 = Fma.MultiplyAdd(x, Avx.LoadAlignedVector256(b + 3 * Kb + k), c3);
-            d0 = Fma.MultiplyAdd(y, Avx.LoadAlignedVector256(b + k + 8), d0);
-            d1 = Fma.MultiplyAdd(y, Avx.LoadAlignedVector256(b + Kb + k + 8), d1);
-            d2 = Fma.MultiplyAdd(y, Avx.LoadAlignedVector256(b + 2 * Kb + k + 8), d2);
-            d3 = Fma.MultiplyAdd(y, Avx.LoadAlignedVector256(b + 3 * Kb + k + 8), d3);
-        }
-        Promote(acc, c0 + d0, scale); Promote(acc + 8, c1 + d1, scale); Promote(acc + 16, c2 + d2, scale); Promote(acc + 24, c3 + d3, scale);
-    }
-
-    /// <summary>The promotion: acc += blockPartial * (sa * sb), in FP32.</summary>
+    /// <summary>The promotion: acc += (blockPartial * 2^60) * (sa * sb), in FP32, per lane.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Promote(float* acc, Vector256<float> partial, float scale) =>
-        Avx.Store(acc, Fma.MultiplyAdd(partial, Vector256.Create(scale), Avx.LoadVector256(acc)));
+        Avx.Store(acc, Fma.MultiplyAdd(partial * Vector256.Create(TwoPow60), Vector256.Create(scale), Avx.LoadVector256(acc)));
+
+    /// <summary>The fixed lane sum: (l0+l4 + l2+l6) + (l1+l5 + l3+l7); see <see cref="SumLanes(ReadOnlySpan{float})"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float SumLanes(Vector256<float> v)
+    {
+        var s = v.GetLower() + v.GetUpper();
+        return (s.GetElement(0) + s.GetElement(2)) + (s.GetElement(1) + s.GetElement(3));
+    }
+
+    /// <summary>The scalar twin of <see cref="SumLanes(Vector256{float})"/>.</summary>
+    private static float SumLanes(ReadOnlySpan<float> lanes)
+    {
+        float s0 = lanes[0] + lanes[4], s1 = lanes[1] + lanes[5], s2 = lanes[2] + lanes[6], s3 = lanes[3] + lanes[7];
+        return (s0 + s2) + (s1 + s3);
+    }
+
+    /// <summary>Writes (or adds to) D[m, n].</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreOne(in Fp8GemmProblem p, long offset, float value)
+    {
+        if (p.OutputBFloat16) ((ushort*)p.D)[offset] = BFloat16.ToRaw(value);
+        else if (p.Accumulate) ((float*)p.D)[offset] += value;
+        else ((float*)p.D)[offset] = value;
+    }
 
     /// <summary>Sums the lanes of each accumulator and writes (or adds to) D.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -373,36 +383,37 @@ internal static unsafe class Fp8GemmKernel
         {
             long rowOffset = (m0 + r) * p.Ldd + n0;
             for (int j = 0; j < cols; j++)
-            {
-                float value = Vector256.Sum(Avx.LoadVector256(acc + (r * PanelRows + j) * 8));
-                if (p.OutputBFloat16) ((ushort*)p.D)[rowOffset + j] = BFloat16.ToRaw(value);
-                else if (p.Accumulate) ((float*)p.D)[rowOffset + j] += value;
-                else ((float*)p.D)[rowOffset + j] = value;
-            }
+                StoreOne(p, rowOffset + j, SumLanes(Avx.LoadVector256(acc + (r * PanelRows + j) * 8)));
         }
     }
 
-    /// <summary>Portable fallback with the same numerics (per-block partials, promoted in FP32).</summary>
-    internal static void RunScalar(in Fp8GemmProblem p, int m0, int m1)
+    /// <summary>
+    /// Portable path: the exact operations of the SIMD kernels, one lane at a time (lane l of a
+    /// block partial takes k = l, l + 8, ...; per-lane promotion; the fixed lane sum), so its
+    /// results are bitwise identical to theirs. Used where AVX2/FMA are missing.
+    /// </summary>
+    internal static void RunPortable(in Fp8GemmProblem p, int m0, int m1)
     {
         var table = Float8E4M3.DecodedValues;
+        Span<float> acc = stackalloc float[8];
+        Span<float> partial = stackalloc float[8];
         for (int m = m0; m < m1; m++)
         {
+            byte* a = p.A + m * p.Lda;
             for (int n = 0; n < p.N; n++)
             {
-                float acc = 0;
+                byte* b = p.B + n * p.Ldb;
+                acc.Clear();
                 for (int k0 = 0, kb = 0; k0 < p.K; k0 += Kb, kb++)
                 {
-                    float partial = 0;
-                    int end = Math.Min(p.K, k0 + Kb);
-                    for (int k = k0; k < end; k++)
-                        partial += table[p.A[m * p.Lda + k]] * table[p.B[n * p.Ldb + k]];
-                    acc += partial * (p.ScaleA[m * p.ScaleAStride + kb] * p.ScaleB[n / Kb * p.ScaleBStride + kb]);
+                    partial.Clear();
+                    int width = Math.Min(Kb, p.K - k0);
+                    for (int i = 0; i < width; i++)
+                        partial[i & 7] = MathF.FusedMultiplyAdd(table[a[k0 + i]] * TwoPow60, RawB(b[k0 + i]), partial[i & 7]);
+                    float scale = p.ScaleA[m * p.ScaleAStride + kb] * p.ScaleB[n / Kb * p.ScaleBStride + kb];
+                    for (int l = 0; l < 8; l++) acc[l] = MathF.FusedMultiplyAdd(partial[l] * TwoPow60, scale, acc[l]);
                 }
-                long o = m * p.Ldd + n;
-                if (p.OutputBFloat16) ((ushort*)p.D)[o] = BFloat16.ToRaw(acc);
-                else if (p.Accumulate) ((float*)p.D)[o] += acc;
-                else ((float*)p.D)[o] = acc;
+                StoreOne(p, m * p.Ldd + n, SumLanes(acc));
             }
         }
     }
