@@ -129,14 +129,41 @@ def cmd_resources(log, out, compiler, *archs):
             continue
         entries.append({"name": name, "arch": arch, **p})
     entries.sort(key=lambda e: (e["name"], e["arch"]))
-    report = {"compiler": compiler, "archs": list(archs), "kernels": entries}
+    # An arch the build dropped (sm_90a after a failed Hopper build, see run-logged) is not listed.
+    compiled = {e["arch"] for e in entries}
+    archs = [a for a in archs if not a.startswith("sm_") or a in compiled]
+    report = {"compiler": compiler, "archs": archs, "kernels": entries}
     write_if_changed(out, json.dumps(report, indent=2) + "\n")
 
 
 def cmd_run_logged(log, *command):
-    """Runs a compiler, keeping its stderr (ptxas -v output) in LOG; shows it on failure."""
+    """Runs a compiler, keeping its stderr (ptxas -v output) in LOG; shows it on failure.
+
+    The sm_90a (Hopper wgmma/TMA) kernels can only be compiled by nvcc >= 12.3, which the
+    sessions that wrote them may not have had. If a build that includes sm_90a fails, the
+    failure is kept in LOG.sm90a-failure.txt, shown loudly, and the build is retried without
+    sm_90a: the library then runs the portable kernels on Hopper (the resource report, which
+    the backend reads to pick kernels, lists no sm_90a entry) instead of not building at all.
+    """
     import subprocess
-    proc = subprocess.run(list(command), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    command = list(command)
+    proc = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    failure = log + ".sm90a-failure.txt"
+    hopper = [a for a in command if a.endswith("code=sm_90a")]
+    if proc.returncode != 0 and hopper:
+        with open(failure, "w", encoding="utf-8") as f:
+            f.write(proc.stdout)
+        tail = "\n".join(proc.stdout.splitlines()[-25:])
+        sys.stderr.write(f"{tail}\nWARNING: the sm_90a build failed (full output: {failure}); retrying without sm_90a, "
+                         "so Hopper GPUs will run the portable kernels.\n")
+        command = [a for a in command if a not in hopper]
+        proc = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    elif proc.returncode == 0 and hopper:
+        try:
+            import os
+            os.remove(failure)
+        except FileNotFoundError:
+            pass
     with open(log, "w", encoding="utf-8") as f:
         f.write(proc.stdout)
     if proc.returncode != 0:

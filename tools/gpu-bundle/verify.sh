@@ -145,7 +145,11 @@ else
     archs="$(command -v cuobjdump >/dev/null && cuobjdump --list-elf "$FATBIN" 2>/dev/null | grep -o 'sm_[0-9]*a\?' | sort -u | tr '\n' ' ')"
     export DEEPKERNELS_FATBIN="$FATBIN"
     note=""
-    if [[ "$CC" == 9.0 && "$archs" != *sm_90a* ]]; then note=" (no sm_90a: nvcc older than 12.3?)"; fi
+    if [[ -f "$WORK/build/ptxas.log.sm90a-failure.txt" ]]; then
+      # The Hopper kernels failed to compile; the build fell back to the portable kernels.
+      cp "$WORK/build/ptxas.log.sm90a-failure.txt" "$OUT/sm90a-build-failure.log"
+      note=" (sm_90a FAILED to compile, see sm90a-build-failure.log: portable kernels only)"; FAILED=1
+    elif [[ "$CC" == 9.0 && "$archs" != *sm_90a* ]]; then note=" (no sm_90a: nvcc older than 12.3?)"; fi
     record native ok "$("$NVCC" --version | grep -o 'release [0-9.]*'); SASS: ${archs:-unknown}$note"
     "${CLI[@]}" profile --fatbin "$FATBIN" --report "$WORK/build/resource-report.json" --json > "$OUT/profile.json" 2>>"$OUT/native-build.log" || true
     "${CLI[@]}" profile --fatbin "$FATBIN" --report "$WORK/build/resource-report.json" > "$OUT/profile.txt" 2>&1 || true
