@@ -17,36 +17,31 @@ namespace DeepKernels.Tests.Model;
 public class CudaModelTests
 {
     /// <summary>
-    /// Where attention is exact on both backends, i.e. a sequence that so far holds one token (its
-    /// softmax over one key is exactly 1, so the CUDA MLA kernel's BF16 rounding of q and P cannot
-    /// matter), the two graphs run the same FP8 activation quantization (1x128 groups, FP32
-    /// scales), the same BF16 cache rounding and the same RoPE; they differ only in FP32 summation
-    /// order (~1e-7 relative), which rarely moves a value across an E4M3 rounding boundary.
-    /// Measured: ~1e-12. 1e-6 still fails on any real fault.
+    /// Both backends run the same numerics: FP8 activation quantization (1x128 groups, FP32
+    /// scales), the same BF16 cache rounding, RoPE, and in MLA the same BF16 rounding of q, of the
+    /// softmax probabilities P and of dequantized FP8 pages (the CPU backend mirrors the CUDA
+    /// kernels' tensor-core inputs). They differ only in FP32 summation order (~1e-7 relative),
+    /// which now and then moves a value across an E4M3 rounding boundary. Without such a flip the
+    /// logits agree to ~1e-12 (measured); 1e-6 still fails on any real fault.
     /// </summary>
-    private const double SingleKeyBound = 1e-6;
+    private const double ExactBound = 1e-6;
 
     /// <summary>
-    /// With more keys the CUDA MLA kernel rounds q and the softmax probabilities P to BF16 for its
-    /// tensor-core products (native/kernels/mla_decode.cu; the CPU backend keeps FP32), a relative
-    /// perturbation d ~ 2^-9 of the attention output. The next FP8 activation quantization turns
-    /// it into code flips: an element flips with probability ~d/ulp and then moves by one ulp
-    /// (2^-3 relative), an rms error of sqrt(d * ulp) ~ 1.3%, i.e. calc_diff ~1e-4 per layer
-    /// (measured on one dense layer: 8e-5 at 3 keys). 1e-3 leaves room for the few FP8 GEMMs after
-    /// attention in one layer; a wrong query (absorption, RoPE position, head order) moves the
-    /// attention weights themselves and the logits by far more.
+    /// One flipped E4M3 code moves one activation by one ulp (2^-3 relative), ~1e-4 calc_diff on
+    /// one layer's logits (measured 1.2e-4 on one dense layer). 1e-3 leaves room for a few flips;
+    /// a wrong query (absorption, RoPE position, head order) moves the attention weights and the
+    /// logits by far more.
     /// </summary>
     private const double OneLayerMultiKeyBound = 1e-3;
 
     /// <summary>
-    /// On the whole tiny model that ~1.3% rms noise per layer compounds over 4 layers, and a top-k
-    /// expert choice whose margin is below it flips, which moves that token's logits by calc_diff
-    /// ~1e-2..2e-1 (measured: 8e-2 and 1.4e-1 on 4- and 3-token contexts). So multi-key steps of the
-    /// full model are only checked to stay strongly correlated with the CPU's (no garbage, no
-    /// sequence mix-up); the tight checks are <see cref="SingleKeyBound"/> here and
-    /// <see cref="OneLayerMultiKeyBound"/> on one layer.
+    /// On the whole tiny model a flip in an early layer can move a router score across the top-k
+    /// margin of a later MoE layer, which changes that token's experts and its logits by calc_diff
+    /// ~1e-3..1e-1 (measured 5e-2 once in 8 comparisons). So each comparison must stay under this
+    /// loose bound (the test reports how many met <see cref="ExactBound"/>: 4 of 8 on the emulator);
+    /// the tight multi-key check is <see cref="OneLayerMultiKeyBound"/> on one layer.
     /// </summary>
-    private const double FullModelMultiKeyBound = 0.3;
+    private const double FullModelFlipBound = 0.3;
 
     [Test]
     public void CudaModelLogitsMatchTheCpuModel()
@@ -77,6 +72,7 @@ public class CudaModelTests
         const int decodeSteps = 3;
         long[] allocations = new long[decodeSteps];
         var report = new List<string>();
+        int exact = 0, compared = 0;
         IReadOnlyList<int[]> tokens = prompts;
         for (int step = 0; step <= decodeSteps; step++)
         {
@@ -97,13 +93,18 @@ public class CudaModelTests
                 var g = gpuLogits.AsSpan(i * vocab, vocab);
                 double diff = CalcDiff(g, c);
                 report.Add($"step {step} seq {i}: calc_diff {diff:E2}");
+                // A one-token sequence runs the least code (softmax over one key is exactly 1):
+                // held to the exact bound; longer ones may carry a flip (see the bounds above).
                 bool singleKey = cpu.Length(cpuSeqs[i]) == 1;
-                Assert.That(diff, Is.LessThan(singleKey ? SingleKeyBound : FullModelMultiKeyBound), $"step {step} ({(step == 0 ? "prefill" : "decode")}), sequence {i} ({cpu.Length(cpuSeqs[i])} keys): calc_diff = {diff:E3}");
+                Assert.That(diff, Is.LessThan(singleKey ? ExactBound : FullModelFlipBound), $"step {step} ({(step == 0 ? "prefill" : "decode")}), sequence {i} ({cpu.Length(cpuSeqs[i])} keys): calc_diff = {diff:E3}");
+                if (diff < ExactBound) exact++;
+                compared++;
             }
             if (step > 0) allocations[step - 1] = gpu.DevicePoolStatistics!.Value.AllocationCount;
             // Feed both sessions the CPU's greedy tokens so that they stay on the same sequence.
             tokens = [[TokenSampler.ArgMax(cpuLogits.AsSpan(0, vocab))], [TokenSampler.ArgMax(cpuLogits.AsSpan(vocab, vocab))]];
         }
+        report.Add($"{exact} of {compared} comparisons within {ExactBound:E0}");
         Assert.That(gpu.Length(gpuSeqs[0]), Is.EqualTo(prompts[0].Length + decodeSteps));
         // After the first decode step the device workspace pool allocates nothing more.
         Assert.That(allocations, Is.All.EqualTo(allocations[0]), $"device pool allocation counts per decode step: {string.Join(", ", allocations)}");

@@ -150,7 +150,11 @@ public sealed partial class CpuBackend : IMlaDecodeBackend
                 long qOffset = (((long)b * sQ + s) * hQ + head0 + hh) * D;
                 var dst = ws.Q.AsSpan(r * D, D);
                 if (a.Q.DType == DType.Float32)
-                    TensorPrimitives.Multiply(a.Q.AsSpan<float>().Slice((int)qOffset, D), a.SoftmaxScale, dst);
+                {
+                    // FP32 queries are rounded to BF16 first, as the CUDA kernels feed them to BF16 tensor cores.
+                    var src = a.Q.AsSpan<float>().Slice((int)qOffset, D);
+                    for (int i = 0; i < D; i++) dst[i] = RoundToBf16(src[i]) * a.SoftmaxScale;
+                }
                 else
                 {
                     var src = a.Q.AsSpan<ushort>().Slice((int)qOffset, D);
@@ -197,6 +201,9 @@ public sealed partial class CpuBackend : IMlaDecodeBackend
                     float alpha = MathF.Exp(mOld - mNew); // 0 when mOld = -inf
                     ws.L[r] = ws.L[r] * alpha + TensorPrimitives.Sum(sRow);
                     ws.M[r] = mNew;
+                    // P V takes the probabilities rounded to BF16 (the row sum above does not),
+                    // exactly as the CUDA kernels' BF16 tensor-core products do.
+                    for (int j = 0; j < visible; j++) sRow[j] = RoundToBf16(sRow[j]);
                     if (alpha != 1f) TensorPrimitives.Multiply(new Span<float>(acc + r * Lat, Lat), alpha, new Span<float>(acc + r * Lat, Lat));
                 }
                 MlaAccumulate(scores, P, rows, k, n, acc);
@@ -266,10 +273,16 @@ public sealed partial class CpuBackend : IMlaDecodeBackend
                 {
                     for (int i = 0; i < LatentCacheFormat.Fp8GroupSize; i++) d[i] = table[src[i]] * scale;
                 }
+                // FP8 pages are dequantized to BF16 (c_kv = e4m3 * scale, rounded), as on the device.
+                for (int i = 0; i < LatentCacheFormat.Fp8GroupSize; i++) d[i] = RoundToBf16(d[i]);
             }
         }
         WidenBf16((ushort*)(record + LatentCacheFormat.Fp8RopeOffset), dst + Lat, LatentCacheFormat.RopeDim);
     }
+
+    /// <summary>x rounded to the nearest BF16 value (ties to even), as a float.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float RoundToBf16(float x) => BFloat16.ToSingle(BFloat16.ToRaw(x));
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static unsafe void WidenBf16(ushort* src, float* dst, int count)
