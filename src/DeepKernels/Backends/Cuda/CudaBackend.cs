@@ -127,9 +127,10 @@ public sealed partial class CudaBackend : Backend
     public override void Synchronize()
     {
         ObjectDisposedException.ThrowIf(IsDisposed, this);
+        var staged = StagedSoFar();
         _context.MakeCurrent();
         Driver.SynchronizeStream(Stream);
-        StagedCopiesComplete();
+        StagedCopiesComplete(staged);
     }
 
     /// <summary>The pinned staging ring small uploads go through (tests read its counters).</summary>
@@ -230,6 +231,7 @@ public sealed partial class CudaBackend : Backend
                 return;
             }
         }
+        var staged = StagedSoFar();
         _context.MakeCurrent();
         fixed (byte* p = source)
         {
@@ -237,26 +239,32 @@ public sealed partial class CudaBackend : Backend
             // Too large to stage: the span may be pageable or stack memory, so it must stay put until the copy is done.
             Driver.SynchronizeStream(Stream);
         }
-        StagedCopiesComplete();
+        StagedCopiesComplete(staged);
     }
 
-    // After a stream synchronisation every staged copy is done: free their slots without event waits.
-    private void StagedCopiesComplete()
+    private (PinnedStagingRing Ring, long Count) StagedSoFar()
     {
-        lock (_stagingGate) _staging.MarkAllComplete();
+        lock (_stagingGate) return (_staging, _staging.StagedCopies);
+    }
+
+    // After a stream synchronisation the copies staged before it are done: free their slots without event waits.
+    private void StagedCopiesComplete((PinnedStagingRing Ring, long Count) before)
+    {
+        lock (_stagingGate) before.Ring.MarkCompleteThrough(before.Count);
     }
 
     /// <inheritdoc />
     protected override unsafe void CopyToHostCore(nint source, Span<byte> destination)
     {
         if (destination.IsEmpty) return;
+        var staged = StagedSoFar();
         _context.MakeCurrent();
         fixed (byte* p = destination)
         {
             Driver.CopyDeviceToHost((nint)p, (ulong)source, (nuint)destination.Length, Stream);
             Driver.SynchronizeStream(Stream);
         }
-        StagedCopiesComplete();
+        StagedCopiesComplete(staged);
     }
 
     /// <inheritdoc />

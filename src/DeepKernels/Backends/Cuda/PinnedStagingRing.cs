@@ -95,15 +95,20 @@ internal sealed class PinnedStagingRing : IDisposable
             _idleEvents.Push(evt);
             throw;
         }
-        _inFlight.Enqueue(new Pending(start, start + bytes, evt));
-        _head = start + bytes;
         StagedCopies++;
+        _inFlight.Enqueue(new Pending(start, start + bytes, StagedCopies, evt));
+        _head = start + bytes;
     }
 
-    /// <summary>Called after the stream has been synchronised: every staged copy is complete.</summary>
-    public void MarkAllComplete()
+    /// <summary>
+    /// Called after the stream has been synchronised: the first <paramref name="stagedBefore"/>
+    /// copies (<see cref="StagedCopies"/> read before the synchronisation) are complete, and their
+    /// slots are free without an event wait. Copies staged meanwhile by another thread stay guarded.
+    /// </summary>
+    public void MarkCompleteThrough(long stagedBefore)
     {
-        while (_inFlight.TryDequeue(out var done)) _idleEvents.Push(done.Event);
+        while (_inFlight.TryPeek(out var oldest) && oldest.Sequence <= stagedBefore)
+            _idleEvents.Push(_inFlight.Dequeue().Event);
     }
 
     /// <summary>Waits for the newest in-flight copy whose slot overlaps [lo, hi), and retires it and all older ones.</summary>
@@ -147,5 +152,5 @@ internal sealed class PinnedStagingRing : IDisposable
         _buffer = null;
     }
 
-    private readonly record struct Pending(long Start, long End, CudaEventHandle Event);
+    private readonly record struct Pending(long Start, long End, long Sequence, CudaEventHandle Event);
 }
