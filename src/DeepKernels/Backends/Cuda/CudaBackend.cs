@@ -16,6 +16,10 @@ namespace DeepKernels.Backends.Cuda;
 /// implements lives in its own file (CudaBackend.&lt;Op&gt;.cs) and launches through
 /// <see cref="LaunchKernel(string, Dim3, Dim3, uint, ReadOnlySpan{KernelArg})"/>, which checks
 /// arguments against the build's signature table before any native call.
+/// Uploads of up to 1 MiB (a quarter of the 4 MiB staging ring) are staged through
+/// a pinned ring and never wait for queued work; larger uploads and all downloads synchronise the
+/// stream. Copies may come from several threads (the staging ring is locked); work stays ordered
+/// on the one stream.
 /// </summary>
 public sealed partial class CudaBackend : Backend
 {
@@ -31,6 +35,9 @@ public sealed partial class CudaBackend : Backend
     private readonly KernelImage _image;
     private readonly ConcurrentDictionary<string, KernelFunction> _functions = new(StringComparer.Ordinal);
     private volatile bool _poolSupported = true;
+    // Small uploads go through a pinned ring so that they never wait for queued kernels.
+    private readonly Lock _stagingGate = new();
+    private PinnedStagingRing _staging;
 
     private CudaBackend(ICudaDriver driver, int ordinal, KernelImage image)
     {
@@ -42,6 +49,7 @@ public sealed partial class CudaBackend : Backend
         {
             _stream = new CudaStreamHandle(_context);
             _module = new CudaModuleHandle(_context, image.Fatbin.Span);
+            _staging = new PinnedStagingRing(_context, _stream.DangerousGetHandle());
         }
         catch
         {
@@ -119,8 +127,27 @@ public sealed partial class CudaBackend : Backend
     public override void Synchronize()
     {
         ObjectDisposedException.ThrowIf(IsDisposed, this);
+        var staged = StagedSoFar();
         _context.MakeCurrent();
         Driver.SynchronizeStream(Stream);
+        StagedCopiesComplete(staged);
+    }
+
+    /// <summary>The pinned staging ring small uploads go through (tests read its counters).</summary>
+    internal PinnedStagingRing Staging => _staging;
+
+    /// <summary>Replaces the staging ring with one of <paramref name="capacity"/> bytes (tests exercise wrap-around with a small one).</summary>
+    internal void ResizeStaging(int capacity)
+    {
+        ObjectDisposedException.ThrowIf(IsDisposed, this);
+        var ring = new PinnedStagingRing(_context, Stream, capacity);
+        lock (_stagingGate)
+        {
+            _context.MakeCurrent();
+            Driver.SynchronizeStream(Stream);
+            _staging.Dispose();
+            _staging = ring;
+        }
     }
 
     /// <summary>Allocates page-locked host memory for fast copies.</summary>
@@ -194,25 +221,50 @@ public sealed partial class CudaBackend : Backend
     protected override unsafe void CopyFromHostCore(ReadOnlySpan<byte> source, nint destination)
     {
         if (source.IsEmpty) return;
+        lock (_stagingGate)
+        {
+            _context.MakeCurrent();
+            if (_staging.CanStage(source.Length))
+            {
+                // Copied into pinned memory now and to the device in stream order: no wait for queued work.
+                _staging.CopyToDevice(source, (ulong)destination);
+                return;
+            }
+        }
+        var staged = StagedSoFar();
         _context.MakeCurrent();
         fixed (byte* p = source)
         {
             Driver.CopyHostToDevice((ulong)destination, (nint)p, (nuint)source.Length, Stream);
-            // The span may be pageable or stack memory: it must stay put until the copy is done.
+            // Too large to stage: the span may be pageable or stack memory, so it must stay put until the copy is done.
             Driver.SynchronizeStream(Stream);
         }
+        StagedCopiesComplete(staged);
+    }
+
+    private (PinnedStagingRing Ring, long Count) StagedSoFar()
+    {
+        lock (_stagingGate) return (_staging, _staging.StagedCopies);
+    }
+
+    // After a stream synchronisation the copies staged before it are done: free their slots without event waits.
+    private void StagedCopiesComplete((PinnedStagingRing Ring, long Count) before)
+    {
+        lock (_stagingGate) before.Ring.MarkCompleteThrough(before.Count);
     }
 
     /// <inheritdoc />
     protected override unsafe void CopyToHostCore(nint source, Span<byte> destination)
     {
         if (destination.IsEmpty) return;
+        var staged = StagedSoFar();
         _context.MakeCurrent();
         fixed (byte* p = destination)
         {
             Driver.CopyDeviceToHost((nint)p, (ulong)source, (nuint)destination.Length, Stream);
             Driver.SynchronizeStream(Stream);
         }
+        StagedCopiesComplete(staged);
     }
 
     /// <inheritdoc />
@@ -238,6 +290,7 @@ public sealed partial class CudaBackend : Backend
             // A failed kernel leaves the context unusable; release what we can.
         }
         _functions.Clear();
+        lock (_stagingGate) _staging.Dispose();
         // Buffers still alive keep the stream and context referenced until they are freed.
         _module.Dispose();
         _stream.Dispose();
