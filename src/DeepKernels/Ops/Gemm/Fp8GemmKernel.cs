@@ -249,11 +249,12 @@ internal static unsafe partial class Fp8GemmKernel
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void FusedPanel(in Fp8GemmProblem p, float* a, int lda, int kBlocks, int m0, int rows, int nb, int n0, int panelRows, Scratch s)
     {
-        // Long rows: prefetch 4 blocks ahead in each row. Short rows (a few blocks): that would
-        // land in rows already being read, so prefetch the next group of rows instead.
+        // Long rows (4096+): prefetch 4 blocks ahead in each row. Shorter rows: that would land in
+        // rows already being read, so prefetch the next group of rows instead (measured faster at
+        // K = 2048, single thread M = 1: 1.30-1.46 ms vs 1.53-1.64 ms for N = 7168).
         // One A row: 8 B rows at a time, so 8 independent FMA chains hide the FMA latency.
         int group = rows == 1 ? 8 : 4;
-        long prefetch = p.K >= 16 * Kb ? QuadPrefetchDistance : group * p.Ldb;
+        long prefetch = p.K >= 32 * Kb ? QuadPrefetchDistance : group * p.Ldb;
         for (int j0 = 0; j0 < panelRows; j0 += group)
         {
             int groupRows = Math.Min(group, panelRows - j0);
