@@ -45,6 +45,29 @@ internal static unsafe partial class Fp8GemmKernel
         Promote(acc, c0, scale); Promote(acc + 8, c1, scale); Promote(acc + 16, c2, scale); Promote(acc + 24, c3, scale);
     }
 
+    /// <summary>1 A row x 8 NaN-free FP8 B rows over one 128-K block: 8 independent FMA chains.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Fused1x8(float* a, byte* b, long ldb, float* acc, float scale)
+    {
+        Vector256<float> c0 = default, c1 = default, c2 = default, c3 = default;
+        Vector256<float> c4 = default, c5 = default, c6 = default, c7 = default;
+        byte* b1 = b + ldb, b2 = b1 + ldb, b3 = b2 + ldb, b4 = b3 + ldb, b5 = b4 + ldb, b6 = b5 + ldb, b7 = b6 + ldb;
+        for (int k = 0; k < Kb; k += 8)
+        {
+            var x = Avx.LoadVector256(a + k);
+            c0 = Fma.MultiplyAdd(x, RawB(b + k), c0);
+            c1 = Fma.MultiplyAdd(x, RawB(b1 + k), c1);
+            c2 = Fma.MultiplyAdd(x, RawB(b2 + k), c2);
+            c3 = Fma.MultiplyAdd(x, RawB(b3 + k), c3);
+            c4 = Fma.MultiplyAdd(x, RawB(b4 + k), c4);
+            c5 = Fma.MultiplyAdd(x, RawB(b5 + k), c5);
+            c6 = Fma.MultiplyAdd(x, RawB(b6 + k), c6);
+            c7 = Fma.MultiplyAdd(x, RawB(b7 + k), c7);
+        }
+        Promote(acc, c0, scale); Promote(acc + 8, c1, scale); Promote(acc + 16, c2, scale); Promote(acc + 24, c3, scale);
+        Promote(acc + 32, c4, scale); Promote(acc + 40, c5, scale); Promote(acc + 48, c6, scale); Promote(acc + 56, c7, scale);
+    }
+
     /// <summary>2 A rows x 4 NaN-free FP8 B rows over one 128-K block, decoding B in registers once for both rows.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Fused2x4(float* a0, float* a1, byte* b, long ldb, float* acc, float scale0, float scale1)

@@ -150,10 +150,14 @@ internal static unsafe partial class Fp8GemmKernel
     private static void DecodeA(in Fp8GemmProblem p, int c0, int rows, float* af, int kPadded)
     {
         var factor = Vector256.Create(TwoPow60);
+        var table = Float8E4M3.DecodedValues;
         for (int r = 0; r < rows; r++)
         {
             float* dst = af + (long)r * kPadded;
-            Float8E4M3.ToSingle(new ReadOnlySpan<byte>(p.A + (c0 + r) * p.Lda, p.K), new Span<float>(dst, p.K));
+            // A table lookup: the same values as Float8E4M3.ToSingle, and measured ~10x faster
+            // (that vector decode cost ~16 ns per code, ~0.1 ms of a 1.4 ms M = 1 call at K = 7168).
+            byte* src = p.A + (c0 + r) * p.Lda;
+            for (int k = 0; k < p.K; k++) dst[k] = table[src[k]];
             new Span<float>(dst + p.K, kPadded - p.K).Clear();
             for (int k = 0; k < kPadded; k += 8) (Vector256.Load(dst + k) * factor).Store(dst + k);
         }
@@ -237,51 +241,76 @@ internal static unsafe partial class Fp8GemmKernel
     /// <summary>
     /// The decode order for few A rows: each group of 4 B rows is streamed along all of K (4
     /// sequential streams per thread, friendly to the prefetchers even for short rows) while the
-    /// A rows stay in L1/L2. Groups of 4 full, NaN-free B rows are decoded in registers straight
+    /// A rows stay in L1/L2; a single A row takes 8 B rows at a time (1x8: 8 independent FMA
+    /// chains, where 4 left the FMA latency exposed). Groups of 4 full, NaN-free B rows are decoded in registers straight
     /// into the FMAs (4x2 tiles, then 2x4 / 1x4 for the last A rows); other groups (NaN codes, the
     /// partial last K block, the last rows of B) go through a decoded 4-row tile.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void FusedPanel(in Fp8GemmProblem p, float* a, int lda, int kBlocks, int m0, int rows, int nb, int n0, int panelRows, Scratch s)
     {
-        // Long rows: prefetch 4 blocks ahead in each row. Short rows (a few blocks): that would
-        // land in rows already being read, so prefetch the next group of rows instead.
-        long prefetch = p.K >= 16 * Kb ? QuadPrefetchDistance : 4 * p.Ldb;
-        for (int j = 0; j < panelRows; j += 4)
+        // Long rows (4096+): prefetch 4 blocks ahead in each row. Shorter rows: that would land in
+        // rows already being read, so prefetch the next group of rows instead (measured faster at
+        // K = 2048, single thread M = 1: 1.30-1.46 ms vs 1.53-1.64 ms for N = 7168).
+        // One A row: 8 B rows at a time, so 8 independent FMA chains hide the FMA latency.
+        int group = rows == 1 ? 8 : 4;
+        long prefetch = p.K >= 32 * Kb ? QuadPrefetchDistance : group * p.Ldb;
+        for (int j0 = 0; j0 < panelRows; j0 += group)
         {
-            int quadRows = Math.Min(4, panelRows - j);
-            byte* bq = p.B + (n0 + j) * p.Ldb;
-            float* acc = s.Acc + j * 8;
+            int groupRows = Math.Min(group, panelRows - j0);
+            byte* bg = p.B + (n0 + j0) * p.Ldb;
             for (int kb = 0; kb < kBlocks; kb++)
             {
                 float sb = p.ScaleB[nb * p.ScaleBStride + kb];
                 for (int r = 0; r < rows; r++) s.RowScale[r] = p.ScaleA[(m0 + r) * p.ScaleAStride + kb] * sb;
                 float* ak = a + kb * Kb;
-                byte* b0 = bq + kb * Kb;
-                if (quadRows == 4 && (kb + 1) * Kb <= p.K && NaNFree128(b0) && NaNFree128(b0 + p.Ldb)
-                    && NaNFree128(b0 + 2 * p.Ldb) && NaNFree128(b0 + 3 * p.Ldb))
+                bool full = (kb + 1) * Kb <= p.K;
+                if (groupRows == 8 && full && NaNFree128(bg + kb * Kb, p.Ldb, 8))
                 {
+                    byte* b0 = bg + kb * Kb;
                     PrefetchRows(b0, p.Ldb, prefetch);
-                    int r = 0;
-                    for (; r + 4 <= rows; r += 4)
-                    {
-                        float* ar = ak + (long)r * lda;
-                        Fused4x2(ar, lda, b0, p.Ldb, acc + r * AccRow, s.RowScale + r);
-                        Fused4x2(ar, lda, b0 + 2 * p.Ldb, p.Ldb, acc + r * AccRow + 16, s.RowScale + r);
-                    }
-                    for (; r + 2 <= rows; r += 2)
-                        Fused2x4(ak + (long)r * lda, ak + (long)(r + 1) * lda, b0, p.Ldb, acc + r * AccRow, s.RowScale[r], s.RowScale[r + 1]);
-                    if (r < rows)
-                        Fused1x4(ak + (long)r * lda, b0, p.Ldb, acc + r * AccRow, s.RowScale[r]);
+                    PrefetchRows(b0 + 4 * p.Ldb, p.Ldb, prefetch);
+                    Fused1x8(ak, b0, p.Ldb, s.Acc + j0 * 8, s.RowScale[0]);
+                    continue;
                 }
-                else
+                for (int j = j0; j < j0 + groupRows; j += 4)
                 {
-                    DecodePanelBlock(p, n0 + j, quadRows, kb, s.B, 4);
-                    for (int r = 0; r < rows; r++)
-                        Kernel1x4(ak + (long)r * lda, s.B, acc + r * AccRow, s.RowScale[r]);
+                    int quadRows = Math.Min(4, panelRows - j);
+                    byte* b0 = p.B + (n0 + j) * p.Ldb + kb * Kb;
+                    float* acc = s.Acc + j * 8;
+                    if (quadRows == 4 && full && NaNFree128(b0, p.Ldb, 4))
+                    {
+                        PrefetchRows(b0, p.Ldb, prefetch);
+                        int r = 0;
+                        for (; r + 4 <= rows; r += 4)
+                        {
+                            float* ar = ak + (long)r * lda;
+                            Fused4x2(ar, lda, b0, p.Ldb, acc + r * AccRow, s.RowScale + r);
+                            Fused4x2(ar, lda, b0 + 2 * p.Ldb, p.Ldb, acc + r * AccRow + 16, s.RowScale + r);
+                        }
+                        for (; r + 2 <= rows; r += 2)
+                            Fused2x4(ak + (long)r * lda, ak + (long)(r + 1) * lda, b0, p.Ldb, acc + r * AccRow, s.RowScale[r], s.RowScale[r + 1]);
+                        if (r < rows)
+                            Fused1x4(ak + (long)r * lda, b0, p.Ldb, acc + r * AccRow, s.RowScale[r]);
+                    }
+                    else
+                    {
+                        DecodePanelBlock(p, n0 + j, quadRows, kb, s.B, 4);
+                        for (int r = 0; r < rows; r++)
+                            Kernel1x4(ak + (long)r * lda, s.B, acc + r * AccRow, s.RowScale[r]);
+                    }
                 }
             }
         }
+    }
+
+    /// <summary>Whether the 128-code blocks at <paramref name="codes"/> of <paramref name="count"/> rows hold no NaN.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static bool NaNFree128(byte* codes, long ldb, int count)
+    {
+        for (int i = 0; i < count; i++)
+            if (!NaNFree128(codes + i * ldb)) return false;
+        return true;
     }
 
     /// <summary>Whether the 128 codes at <paramref name="codes"/> hold no NaN (S.1111.111).</summary>

@@ -8,7 +8,7 @@ namespace DeepKernels.Tests.Ops.Gemm;
 
 /// <summary>
 /// The CPU FP8 GEMM kernel's paths: the decode path (B decoded in registers, up to 8 A rows in
-/// 4x2 / 2x4 / 1x4 tiles), the tile path (decoded FP32 tiles, 9+ rows), NaN blocks, K and N
+/// 4x2 / 2x4 / 1x4 tiles, one A row in 1x8 tiles), the tile path (decoded FP32 tiles, 9+ rows), NaN blocks, K and N
 /// tails, row passes, and the portable path, against a float64 reference and against each other
 /// bit for bit.
 /// </summary>
@@ -148,6 +148,7 @@ public class Fp8GemmKernelTests
     }
 
     [TestCase(1, 200, 1000)]
+    [TestCase(1, 72, 2304)]
     [TestCase(2, 64, 136)]
     [TestCase(3, 33, 7)]
     [TestCase(6, 129, 1031)]
