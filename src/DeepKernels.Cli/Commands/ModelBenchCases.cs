@@ -12,7 +12,9 @@ namespace DeepKernels.Cli.Commands;
 /// time. They live in the CLI because the model library sits above DeepKernels (whose
 /// <see cref="OpBenchRegistry"/> cannot see it). Bytes: the active weights one step reads
 /// (FP8 projections, router, shared and top-k experts of each token, BF16 lm_head) plus the
-/// latent cache read; FLOPs: 2 per active parameter per token.
+/// latent cache read; FLOPs: 2 per active parameter per token. Then the CUDA-only "v3-4layer"
+/// family: DeepSeek-V3 at real widths cut to 4 layers on a synthetic 17 GB checkpoint, reporting
+/// tok/s, ms per layer (step / 4) and the share of HBM bandwidth (see <see cref="V3Case"/>).
 /// </summary>
 internal static class ModelBenchCases
 {

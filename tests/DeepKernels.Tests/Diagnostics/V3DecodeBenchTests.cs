@@ -92,6 +92,30 @@ public class V3DecodeBenchTests
     }
 
     [Test]
+    [Category("Cuda")]
+    [Explicit("Real V3 widths (hidden 7168, 128 heads, 16 of the experts, vocab 2048): ~1 GB checkpoint and a slow emulator step; run by hand.")]
+    public void RealWidthsRunOnTheCudaBackend()
+    {
+        var cuda = CudaTestBackends.Get();
+        var config = ModelBenchCases.V3FourLayerConfig with { NumHiddenLayers = 2, FirstKDenseReplace = 1, NRoutedExperts = 16, VocabSize = 2048, SourceName = "v3-real-widths", IntermediateSize = 2048 };
+        string root = Path.Combine(Path.GetTempPath(), "dk-v3bench-" + Guid.NewGuid().ToString("N")[..8]);
+        try
+        {
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            using var instance = ModelBenchCases.V3Case(1, config, root, allowEmulator: true).Prepare(cuda);
+            TestContext.Out.WriteLine($"prepared (checkpoint, load, prefill) in {clock.Elapsed.TotalSeconds:F1} s");
+            clock.Restart();
+            instance.Run();
+            cuda.Synchronize();
+            TestContext.Out.WriteLine($"one decode step in {clock.Elapsed.TotalSeconds:F1} s");
+        }
+        finally
+        {
+            if (Directory.Exists(root)) Directory.Delete(root, recursive: true);
+        }
+    }
+
+    [Test]
     public void TheRealV3CaseIsSkippedCleanlyOffARealGpu()
     {
         // Any backend but the real driver (here the CPU) is refused before the 17 GB checkpoint is touched.
