@@ -93,7 +93,7 @@ public class V3DecodeBenchTests
 
     [Test]
     [Category("Cuda")]
-    [Explicit("Real V3 widths (hidden 7168, 128 heads, 16 of the experts, vocab 2048): ~1 GB checkpoint and a slow emulator step; run by hand.")]
+    [Explicit("Real V3 widths (hidden 7168, 128 heads, 16 of the experts, vocab 2048): ~1 GB checkpoint; on the emulator the 4-token prefill alone took over 9 minutes on 2 loaded cores, so run it by hand on a GPU.")]
     public void RealWidthsRunOnTheCudaBackend()
     {
         var cuda = CudaTestBackends.Get();
