@@ -56,6 +56,7 @@ def main(argv):
                 steps.append({"name": parts[0], "status": parts[1], "seconds": int(parts[2]), "detail": parts[3]})
     here = os.path.dirname(os.path.abspath(__file__))
     bench = load_json(os.path.join(out, "bench-cuda.json"))
+    bench_v3 = load_json(os.path.join(out, "bench-v3.json"))  # verify.sh --v3-bench
     peers = load_json(os.path.join(out, "peers.json"))
     results = (bench or {}).get("results", [])
     comparisons = []
@@ -77,6 +78,7 @@ def main(argv):
         "steps": steps,
         "cuda_tests": trx_counters(os.path.join(out, "cuda-tests.trx")),
         "bench": bench,
+        "bench_v3": bench_v3,
         "peers": peers,
         "comparisons": comparisons,
         "profile": load_json(os.path.join(out, "profile.json")),
@@ -98,6 +100,14 @@ def main(argv):
             pc = "-" if r.get("percentComputePeak") is None else f"{r['percentComputePeak']:.1f}"
             pm = "-" if r.get("percentMemoryPeak") is None else f"{r['percentMemoryPeak']:.1f}"
             md.append(f"| {r['name']} | {r['medianMs']:.4f} | {r['gflops'] / 1000:.2f} | {r['gbps']:.0f} | {pc} | {pm} |")
+    decode = [r for r in results + (bench_v3 or {}).get("results", []) if r.get("tokensPerSecond") is not None]
+    if decode:
+        md += ["", "## Model decode", "", "| case | step ms | tok/s | ms/layer | GB/s | % memory peak |", "|---|---:|---:|---:|---:|---:|"]
+        for r in decode:
+            mpl = "-" if r.get("msPerLayer") is None else f"{r['msPerLayer']:.3f}"
+            pm = "-" if r.get("percentMemoryPeak") is None else f"{r['percentMemoryPeak']:.1f}"
+            md.append(f"| {r['name']} | {r['medianMs']:.3f} | {r['tokensPerSecond']:.1f} | {mpl} | {r['gbps']:.0f} | {pm} |")
+        md += [f"- skipped: {k['name']}: {k['reason']}" for k in (bench_v3 or {}).get("skipped", [])]
     cov = report["coverage"]
     if cov:
         kernels = cov.get("kernels", {})

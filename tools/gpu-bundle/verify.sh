@@ -2,7 +2,7 @@
 # DeepKernels GPU verification: run on a Linux GPU host that has nvcc, CMake and optionally
 # PyTorch, but no .NET and no network. Everything else is in this folder (see make-bundle.sh).
 #
-#   bash verify.sh OUTDIR [--dry-run] [--skip-peers] [--skip-sanitizer] [--skip-bench] [--work DIR]
+#   bash verify.sh OUTDIR [--dry-run] [--skip-peers] [--skip-sanitizer] [--skip-bench] [--v3-bench] [--work DIR]
 #
 # Steps (progress is printed as it goes; each step is timed and recorded):
 #   1 unpack     the .NET runtime, the managed build and the native sources; run `deepkernels info`
@@ -19,6 +19,11 @@
 #                are listed as uncovered in coverage.json and the report); without bench results,
 #                the smallest case of every op
 #   8 report     report.json + report.md in OUTDIR
+# --v3-bench adds, after step 7 and with 360 s more budget, `bench-v3`: the DeepSeek-V3 4-layer
+# model-decode cases (batch 1, 8, 64; real widths, 256 experts): a 17 GB synthetic checkpoint is
+# written once into $DEEPKERNELS_CACHE (or ~/.cache/deepkernels; ~30 s on 16 cores) and loaded
+# per case; results in bench-v3.json (tok/s, ms per layer, % of HBM bandwidth). Step 5 lists these
+# cases as skipped (they need more time than its budget).
 # --dry-run does 1, 2 and 8 only, reporting the GPU steps as skipped, plus a "runner" step that runs
 # one CPU test through the bundled vstest.console (used by CI without a GPU; also done when no GPU is found).
 # Exit codes: 0 ok; 1 a CUDA test failed or a step that must work did not; 2 bad usage;
@@ -27,14 +32,15 @@ set -uo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 START=$(date +%s)
 
-usage() { sed -n '2,28p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
-OUT=""; WORK=""; DRY=0; SKIP_PEERS=0; SKIP_SAN=0; SKIP_BENCH=0
+usage() { sed -n '2,30p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+OUT=""; WORK=""; DRY=0; SKIP_PEERS=0; SKIP_SAN=0; SKIP_BENCH=0; V3_BENCH=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --dry-run) DRY=1 ;;
     --skip-peers) SKIP_PEERS=1 ;;
     --skip-sanitizer) SKIP_SAN=1 ;;
     --skip-bench) SKIP_BENCH=1 ;;
+    --v3-bench) V3_BENCH=1 ;;
     --work) [[ $# -ge 2 ]] || { echo "verify.sh: --work needs a directory" >&2; exit 2; }; WORK="$2"; shift ;;
     -h|--help) usage; exit 0 ;;
     -*) echo "verify.sh: unknown option '$1'" >&2; usage >&2; exit 2 ;;
@@ -54,7 +60,7 @@ T0=$START
 # The whole run must fit 8 minutes on one H200: steps get min(their cap, what is left of a 450 s
 # budget minus what the later steps need at least); with under 10 s left a step gets 1 s (never
 # "timeout 0", which would mean no limit) and so fails with exit 124, visibly out of time.
-BUDGET_END=$(( START + ${VERIFY_BUDGET_SECONDS:-450} ))
+BUDGET_END=$(( START + ${VERIFY_BUDGET_SECONDS:-450} + (V3_BENCH == 1 ? 360 : 0) ))
 slot() {  # slot CAP RESERVE -> seconds this step may take (1: no time left)
   local left=$(( BUDGET_END - $(date +%s) - $2 ))
   (( left > $1 )) && left=$1
@@ -212,6 +218,21 @@ else
       checked=$(( checked + 1 ))
     done
     if [[ -z "$bad" ]]; then record sanitizer ok "clean: $checked cases, $how"; else record sanitizer failed "errors in: $bad"; FAILED=1; fi
+  fi
+
+  # ---- 7b bench-v3 (opt-in, last: slowest, and never at the expense of the steps above) --------
+  if [[ $V3_BENCH == 1 ]]; then
+    begin bench-v3 "deepkernels bench --backend cuda --op model-decode --case v3-4layer"
+    t=$(slot 360 10)
+    # The CLI skips a case (listed with its reason) when its estimate exceeds the budget left, and
+    # when the device has too little memory or the cache too little disk.
+    if timeout "$t" "${CLI[@]}" bench --backend cuda --op model-decode --case v3-4layer --budget-s $(( t > 30 ? t - 20 : 1 )) \
+         --json "$OUT/bench-v3.json" > "$OUT/bench-v3.txt" 2>&1; then
+      record bench-v3 ok "$(python3 -c 'import json, sys
+r = json.load(open(sys.argv[1]))
+parts = ["%s: %.1f tok/s, %.3f ms/layer, %.1f%% of HBM" % (x["name"], x["tokensPerSecond"], x["msPerLayer"], x.get("percentMemoryPeak") or 0) for x in r["results"]]
+print("; ".join(parts) or "no case measured;", len(r.get("skipped", [])), "skipped")' "$OUT/bench-v3.json" 2>/dev/null || echo "see bench-v3.txt")"
+    else record bench-v3 failed "exit $? (see bench-v3.txt)"; fi
   fi
 fi
 

@@ -145,6 +145,14 @@ internal sealed class BenchCommand : ICliCommand
                         skipped.Add(new BenchSkip(c.Name, $"time budget of {budgetSeconds} s spent"));
                         continue;
                     }
+                    if (budgetSeconds > 0 && c.EstimatedSeconds?.Invoke() is { } need && budgetSeconds - clock.Elapsed.TotalSeconds < need)
+                    {
+                        // A slow case (e.g. a multi-GB checkpoint to write and load) must not run past the budget.
+                        string why = string.Create(CultureInfo.InvariantCulture, $"time budget of {budgetSeconds} s: needs about {need:F0} s, {budgetSeconds - clock.Elapsed.TotalSeconds:F0} s left");
+                        skipped.Add(new BenchSkip(c.Name, why));
+                        output.WriteLine($"{c.Name,-58} skipped: {why}");
+                        continue;
+                    }
                     BenchCaseResult r;
                     try
                     {
@@ -168,7 +176,7 @@ internal sealed class BenchCommand : ICliCommand
                     }
                     results.Add(r);
                     output.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                        $"{r.Name,-58} {r.MedianMs,11:F4} {(tera ? r.Gflops / 1000 : r.Gflops),10:F2} {r.GBps,10:F1} {Percent(r.PercentComputePeak),9} {Percent(r.PercentMemoryPeak),8}{(r.TokensPerSecond is { } tps ? $" {tps,10:F1} tok/s" : "")}"));
+                        $"{r.Name,-58} {r.MedianMs,11:F4} {(tera ? r.Gflops / 1000 : r.Gflops),10:F2} {r.GBps,10:F1} {Percent(r.PercentComputePeak),9} {Percent(r.PercentMemoryPeak),8}{(r.TokensPerSecond is { } tps ? $" {tps,10:F1} tok/s" : "")}{(r.MsPerLayer is { } mpl ? $" {mpl,8:F3} ms/layer" : "")}"));
                 }
             }
             finally

@@ -286,26 +286,27 @@ public static class ModelLoader
         public MoeWeights StackedMoe(string p, Bf16Linear gate, float[] bias, int e, int inter, int h, int sharedInter)
         {
             int kbH = WeightQuantization.BlockCount(h), kbI = WeightQuantization.BlockCount(inter), nbH = WeightQuantization.BlockCount(h), nbI = inter / 128;
-            var gu = new Float8E4M3[(long)e * 2 * inter * h];
+            // The code tensors go straight into device buffers expert by expert: at V3 widths they
+            // exceed the largest .NET array (256 x 2 x 2048 x 7168 bytes).
+            long guCount = (long)e * 2 * inter * h, dnCount = (long)e * h * inter;
             var guS = new float[e * 2 * nbI * kbH];
-            var dn = new Float8E4M3[(long)e * h * inter];
             var dnS = new float[e * nbH * kbI];
+            var guBuf = Own(backend.Allocate(DType.Float8E4M3, e, 2 * inter, h));
+            var dnBuf = Own(backend.Allocate(DType.Float8E4M3, e, h, inter));
             for (int x = 0; x < e; x++)
             {
                 string q = $"{p}mlp.experts.{x}.";
                 var (gc, gs) = ReadProjection(q + "gate_proj.weight", inter, h);
                 var (uc, us) = ReadProjection(q + "up_proj.weight", inter, h);
                 var (dc, ds) = ReadProjection(q + "down_proj.weight", h, inter);
-                gc.CopyTo(gu, (long)x * 2 * inter * h);
-                uc.CopyTo(gu, (long)x * 2 * inter * h + (long)inter * h);
+                backend.CopyFromHost(MemoryMarshal.AsBytes(gc.AsSpan()), View(guBuf, (long)x * 2 * inter * h, DType.Float8E4M3, inter, h));
+                backend.CopyFromHost(MemoryMarshal.AsBytes(uc.AsSpan()), View(guBuf, (long)x * 2 * inter * h + (long)inter * h, DType.Float8E4M3, inter, h));
                 gs.CopyTo(guS, x * 2 * nbI * kbH);
                 us.CopyTo(guS, x * 2 * nbI * kbH + nbI * kbH);
-                dc.CopyTo(dn, (long)x * h * inter);
+                backend.CopyFromHost(MemoryMarshal.AsBytes(dc.AsSpan()), View(dnBuf, (long)x * h * inter, DType.Float8E4M3, h, inter));
                 ds.CopyTo(dnS, x * nbH * kbI);
             }
-            var guBuf = Own(backend.Upload<Float8E4M3>(gu, DType.Float8E4M3, e, 2 * inter, h));
             var guSBuf = Own(backend.Upload<float>(guS, DType.Float32, e, 2 * nbI, kbH));
-            var dnBuf = Own(backend.Upload<Float8E4M3>(dn, DType.Float8E4M3, e, h, inter));
             var dnSBuf = Own(backend.Upload<float>(dnS, DType.Float32, e, nbH, kbI));
             var buffers = new List<TensorBuffer> { guBuf, guSBuf, dnBuf, dnSBuf };
             var experts = new List<MlpWeights>(e);
@@ -317,8 +318,8 @@ public static class ModelLoader
                     new Fp8Linear(q + "up_proj.weight", View(guBuf, (long)x * 2 * inter * h + (long)inter * h, DType.Float8E4M3, inter, h), View(guSBuf, (long)x * 2 * nbI * kbH + nbI * kbH, DType.Float32, nbI, kbH)),
                     new Fp8Linear(q + "down_proj.weight", View(dnBuf, (long)x * h * inter, DType.Float8E4M3, h, inter), View(dnSBuf, (long)x * nbH * kbI, DType.Float32, nbH, kbI))));
             }
-            long bytes = gu.Length + guS.Length * 4L + dn.Length + dnS.Length * 4L;
-            long parameters = gu.Length + (long)dn.Length;
+            long bytes = guCount + guS.Length * 4L + dnCount + dnS.Length * 4L;
+            long parameters = guCount + dnCount;
             MlpWeights? shared = null;
             TensorBuffer? sgu = null, sguS = null, sdn = null, sdnS = null;
             if (sharedInter > 0)

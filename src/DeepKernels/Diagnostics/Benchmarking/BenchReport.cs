@@ -22,6 +22,7 @@ namespace DeepKernels.Diagnostics.Benchmarking;
 //                  "gflops": 15.3, "gbps": 38.4,
 //                  "percentComputePeak": 0.1 | null, "percentMemoryPeak": 10.2 | null,
 //                  "variant": "portable" | "sm90" | null, "tokensPerSecond": 812.5 | null,
+//                  "msPerLayer": 0.21 | null,          // model decode: median ms / decoder layers
 //                  "kernels": [ "dk_quantize_act_fp8" ] } ],   // CUDA kernels launched (CUDA backends)
 //   "skipped": [ { "name": "gemm M=1 N=2112 K=7168", "reason": "Backend 'cuda' does not implement FP8 GEMM." } ]
 // }
@@ -93,6 +94,9 @@ public sealed record BenchCaseResult(
 
     /// <summary>Tokens per second (model decode), or null for op cases.</summary>
     public double? TokensPerSecond { get; init; }
+
+    /// <summary>Median milliseconds per decoder layer (model decode: step time / layers), or null.</summary>
+    public double? MsPerLayer { get; init; }
 
     /// <summary>CUDA kernels the case launched (traced on CUDA backends; empty on the CPU).</summary>
     public IReadOnlyList<string> Kernels { get; init; } = [];

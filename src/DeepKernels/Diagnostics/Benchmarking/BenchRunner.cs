@@ -43,6 +43,7 @@ public static class BenchRunner
         {
             Variant = benchCase.Variant,
             TokensPerSecond = benchCase.TokensPerRun is { } tokens && seconds > 0 ? tokens / seconds : null,
+            MsPerLayer = benchCase.LayersPerRun is > 0 and { } layers ? median / layers : null,
         };
     }
 }

@@ -52,6 +52,16 @@ public sealed record OpBenchCase(
     /// <summary>Tokens produced per run (model decode: the batch), which makes the report show tokens/s; null otherwise.</summary>
     public double? TokensPerRun { get; init; }
 
+    /// <summary>Decoder layers one run goes through (model decode), which makes the report show the median time per layer; null otherwise.</summary>
+    public int? LayersPerRun { get; init; }
+
+    /// <summary>
+    /// Seconds the case needs at least, preparation included (e.g. writing and loading a large
+    /// checkpoint), asked just before it would start; under <c>--budget-s</c> a case is skipped
+    /// when less time is left. Null: cheap.
+    /// </summary>
+    public Func<double>? EstimatedSeconds { get; init; }
+
     /// <summary>Whether the case is meant for a backend of this name (cpu, cuda, cuda-emu).</summary>
     public bool RunsOn(string backendName) =>
         (Targets & (backendName == "cpu" ? BenchTargets.Cpu : BenchTargets.Cuda)) != 0;
