@@ -1,5 +1,6 @@
 using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 using DeepKernels.Formats;
@@ -203,7 +204,7 @@ public sealed partial class CpuBackend : IMlaDecodeBackend
                     ws.M[r] = mNew;
                     // P V takes the probabilities rounded to BF16 (the row sum above does not),
                     // exactly as the CUDA kernels' BF16 tensor-core products do.
-                    for (int j = 0; j < visible; j++) sRow[j] = RoundToBf16(sRow[j]);
+                    RoundToBf16(sRow[..visible]);
                     if (alpha != 1f) TensorPrimitives.Multiply(new Span<float>(acc + r * Lat, Lat), alpha, new Span<float>(acc + r * Lat, Lat));
                 }
                 MlaAccumulate(scores, P, rows, k, n, acc);
@@ -274,7 +275,7 @@ public sealed partial class CpuBackend : IMlaDecodeBackend
                     for (int i = 0; i < LatentCacheFormat.Fp8GroupSize; i++) d[i] = table[src[i]] * scale;
                 }
                 // FP8 pages are dequantized to BF16 (c_kv = e4m3 * scale, rounded), as on the device.
-                for (int i = 0; i < LatentCacheFormat.Fp8GroupSize; i++) d[i] = RoundToBf16(d[i]);
+                RoundToBf16(new Span<float>(d, LatentCacheFormat.Fp8GroupSize));
             }
         }
         WidenBf16((ushort*)(record + LatentCacheFormat.Fp8RopeOffset), dst + Lat, LatentCacheFormat.RopeDim);
@@ -283,6 +284,29 @@ public sealed partial class CpuBackend : IMlaDecodeBackend
     /// <summary>x rounded to the nearest BF16 value (ties to even), as a float.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static float RoundToBf16(float x) => BFloat16.ToSingle(BFloat16.ToRaw(x));
+
+    /// <summary>
+    /// Every value rounded to the nearest BF16 (ties to even) in place: add 0x7FFF plus the
+    /// lowest kept bit, clear the low half. Exact for all non-NaN floats (overflow rounds to
+    /// infinity as it should); NaN lanes are kept as they are.
+    /// </summary>
+    private static void RoundToBf16(Span<float> values)
+    {
+        int i = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            var bits = MemoryMarshal.Cast<float, uint>(values);
+            for (; i + 8 <= values.Length; i += 8)
+            {
+                var v = Vector256.Create(bits.Slice(i, 8));
+                var rounded = (v + Vector256.Create(0x7FFFu) + ((v >> 16) & Vector256<uint>.One)) & Vector256.Create(0xFFFF_0000u);
+                var f = v.AsSingle();
+                var keep = Vector256.Equals(f, f).AsUInt32(); // false only for NaN
+                Vector256.ConditionalSelect(keep, rounded, v).CopyTo(bits.Slice(i, 8));
+            }
+        }
+        for (; i < values.Length; i++) values[i] = RoundToBf16(values[i]);
+    }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static unsafe void WidenBf16(ushort* src, float* dst, int count)
