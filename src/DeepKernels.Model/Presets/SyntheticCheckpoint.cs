@@ -72,26 +72,7 @@ public static class SyntheticCheckpoint
         created = false;
         if (IsCached(config, seed, root)) return dir;
         Directory.CreateDirectory(root);
-        string temp = dir + ".tmp-" + Environment.ProcessId.ToString(CultureInfo.InvariantCulture) + "-" + Guid.NewGuid().ToString("N")[..8];
-        Directory.CreateDirectory(temp);
-        try
-        {
-            Write(temp, config, seed, progress);
-            try
-            {
-                Directory.Move(temp, dir);
-                created = true;
-            }
-            catch (IOException) when (Directory.Exists(dir))
-            {
-                Directory.Delete(temp, recursive: true); // another process won the race
-            }
-        }
-        catch
-        {
-            if (Directory.Exists(temp)) Directory.Delete(temp, recursive: true);
-            throw;
-        }
+        created = CheckpointCache.Publish(dir, t => Write(t, config, seed, progress));
         return dir;
     }
 

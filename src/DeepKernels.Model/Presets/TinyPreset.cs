@@ -109,26 +109,7 @@ public static class TinyPreset
             return dir;
         }
         Directory.CreateDirectory(root);
-        string temp = dir + ".tmp-" + Environment.ProcessId.ToString(CultureInfo.InvariantCulture) + "-" + Guid.NewGuid().ToString("N")[..8];
-        Directory.CreateDirectory(temp);
-        try
-        {
-            Write(temp, config, seed);
-            try
-            {
-                Directory.Move(temp, dir);
-                created = true;
-            }
-            catch (IOException) when (Directory.Exists(dir))
-            {
-                Directory.Delete(temp, recursive: true); // another process won the race
-            }
-        }
-        catch
-        {
-            if (Directory.Exists(temp)) Directory.Delete(temp, recursive: true);
-            throw;
-        }
+        created = CheckpointCache.Publish(dir, t => Write(t, config, seed));
         return dir;
     }
 
