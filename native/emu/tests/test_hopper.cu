@@ -4,6 +4,7 @@
 #include "dk/mbarrier.cuh"
 #include "dk/tma.cuh"
 #include "dk/wgmma.cuh"
+#include "tma_boxes.cuh"
 
 // 128 threads: TMA-loads the box at (c0, c1) of a 2-D tensor map into dynamic shared memory
 // (completing on an mbarrier), waits for it unless skip_wait, and copies the raw shared bytes
@@ -12,15 +13,8 @@ extern "C" __global__ void dk_test_tma_load(const __grid_constant__ CUtensorMap 
 {
   DK_DYNAMIC_SHARED(unsigned char, smem);
   __shared__ __align__(8) uint64_t bar;
-  if (threadIdx.x == 0) {
-    dk::mbarrier_init(&bar, 1);
-    dk::fence_barrier_init();
-  }
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    dk::mbarrier_arrive_expect_tx(&bar, static_cast<unsigned>(box_bytes));
-    dk::tma_load_2d(smem, &map, c0, c1, &bar);
-  }
+  const dk_test::TmaBox box{smem, &map, c0, c1};
+  dk_test::tma_load_boxes(&bar, static_cast<unsigned>(box_bytes), &box, 1);
   if (!skip_wait) dk::mbarrier_wait_parity(&bar, 0);
   for (int i = threadIdx.x; i < box_bytes; i += blockDim.x) out[i] = smem[i];
 }
@@ -35,16 +29,8 @@ extern "C" __global__ void dk_test_wgmma_e4m3(const __grid_constant__ CUtensorMa
   unsigned char* tile_b = smem + 64 * 128;
   __shared__ __align__(8) uint64_t bar;
   const int t = threadIdx.x;
-  if (t == 0) {
-    dk::mbarrier_init(&bar, 1);
-    dk::fence_barrier_init();
-  }
-  __syncthreads();
-  if (t == 0) {
-    dk::mbarrier_arrive_expect_tx(&bar, (64 + 32) * 128);
-    dk::tma_load_2d(tile_a, &map_a, 0, 0, &bar);
-    dk::tma_load_2d(tile_b, &map_b, 0, 0, &bar);
-  }
+  const dk_test::TmaBox boxes[2] = {{tile_a, &map_a, 0, 0}, {tile_b, &map_b, 0, 0}};
+  dk_test::tma_load_boxes(&bar, (64 + 32) * 128, boxes, 2);
   dk::mbarrier_wait_parity(&bar, 0);
   float d[16];
   dk::wgmma_fence();

@@ -5,6 +5,7 @@
 #include "dk/mbarrier.cuh"
 #include "dk/tma.cuh"
 #include "dk/wgmma.cuh"
+#include "tma_boxes.cuh"
 
 // One warpgroup: A [64 x 64] and B [32 x 64] BF16 (K-major, 128-byte rows) arrive by TMA
 // (boxes {64, 64} and {64, 32}); four wgmma m64n32k16 steps accumulate D = A * B^T; thread t
@@ -16,16 +17,8 @@ extern "C" __global__ void dk_test_wgmma_bf16_ss(const __grid_constant__ CUtenso
   unsigned char* tile_b = smem + 64 * 128;
   __shared__ __align__(8) uint64_t bar;
   const int t = threadIdx.x;
-  if (t == 0) {
-    dk::mbarrier_init(&bar, 1);
-    dk::fence_barrier_init();
-  }
-  __syncthreads();
-  if (t == 0) {
-    dk::mbarrier_arrive_expect_tx(&bar, (64 + 32) * 128);
-    dk::tma_load_2d(tile_a, &map_a, 0, 0, &bar);
-    dk::tma_load_2d(tile_b, &map_b, 0, 0, &bar);
-  }
+  const dk_test::TmaBox boxes[2] = {{tile_a, &map_a, 0, 0}, {tile_b, &map_b, 0, 0}};
+  dk_test::tma_load_boxes(&bar, (64 + 32) * 128, boxes, 2);
   dk::mbarrier_wait_parity(&bar, 0);
   float d[16];
   dk::wgmma_fence();
@@ -49,16 +42,8 @@ extern "C" __global__ void dk_test_wgmma_bf16_rs_mn(const uint16_t* a, const __g
   DK_DYNAMIC_SHARED(unsigned char, smem);
   __shared__ __align__(8) uint64_t bar;
   const int t = threadIdx.x;
-  if (t == 0) {
-    dk::mbarrier_init(&bar, 1);
-    dk::fence_barrier_init();
-  }
-  __syncthreads();
-  if (t == 0) {
-    dk::mbarrier_arrive_expect_tx(&bar, 2 * 32 * 128);
-    dk::tma_load_2d(smem, &map_b, 0, 0, &bar);
-    dk::tma_load_2d(smem + 32 * 128, &map_b, 64, 0, &bar);
-  }
+  const dk_test::TmaBox boxes[2] = {{smem, &map_b, 0, 0}, {smem + 32 * 128, &map_b, 64, 0}};
+  dk_test::tma_load_boxes(&bar, 2 * 32 * 128, boxes, 2);
   dk::mbarrier_wait_parity(&bar, 0);
   const int w = t / 32, g = (t % 32) / 4, q = t % 4;
   auto pair = [&](int row, int col) {
