@@ -53,6 +53,26 @@ public abstract class CudaChildHandle : SafeHandle
         _created = true;
     }
 
+    /// <summary>
+    /// Makes the context current and stores the resource <paramref name="create"/> returns; if it
+    /// throws (bad argument, driver error, out of memory), the references taken by the constructor
+    /// are released and the exception propagates.
+    /// </summary>
+    protected void Create(Func<ICudaDriver, nint> create)
+    {
+        ArgumentNullException.ThrowIfNull(create);
+        try
+        {
+            Context.MakeCurrent();
+            Initialize(create(Driver));
+        }
+        catch
+        {
+            AbandonParents();
+            throw;
+        }
+    }
+
     /// <summary>Frees the native resource; the context is current.</summary>
     protected abstract void Free(nint value);
 

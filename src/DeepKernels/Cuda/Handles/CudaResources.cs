@@ -11,20 +11,14 @@ public sealed class CudaDeviceMemory : CudaChildHandle
     /// </summary>
     public CudaDeviceMemory(CudaPrimaryContextHandle context, long bytes, CudaStreamHandle? stream = null) : base(context, stream)
     {
-        ArgumentOutOfRangeException.ThrowIfNegative(bytes);
         _stream = stream;
         Length = bytes;
-        try
+        Create(driver =>
         {
-            context.MakeCurrent();
+            ArgumentOutOfRangeException.ThrowIfNegative(bytes);
             nuint size = (nuint)Math.Max(bytes, 1);
-            Initialize((nint)(stream is null ? Driver.Allocate(size) : Driver.AllocateAsync(size, stream.DangerousGetHandle())));
-        }
-        catch
-        {
-            AbandonParents();
-            throw;
-        }
+            return (nint)(stream is null ? driver.Allocate(size) : driver.AllocateAsync(size, stream.DangerousGetHandle()));
+        });
     }
 
     /// <summary>Size in bytes.</summary>
@@ -50,18 +44,12 @@ public sealed class CudaPinnedHostMemory : CudaChildHandle
     /// <summary>Allocates <paramref name="bytes"/> bytes of pinned host memory.</summary>
     public CudaPinnedHostMemory(CudaPrimaryContextHandle context, long bytes) : base(context)
     {
-        ArgumentOutOfRangeException.ThrowIfNegative(bytes);
         Length = bytes;
-        try
+        Create(driver =>
         {
-            context.MakeCurrent();
-            Initialize(Driver.AllocateHost((nuint)Math.Max(bytes, 1)));
-        }
-        catch
-        {
-            AbandonParents();
-            throw;
-        }
+            ArgumentOutOfRangeException.ThrowIfNegative(bytes);
+            return driver.AllocateHost((nuint)Math.Max(bytes, 1));
+        });
     }
 
     /// <summary>Size in bytes.</summary>
@@ -106,16 +94,7 @@ public sealed class CudaStreamHandle : CudaChildHandle
     /// <summary>Creates a stream.</summary>
     public CudaStreamHandle(CudaPrimaryContextHandle context) : base(context)
     {
-        try
-        {
-            context.MakeCurrent();
-            Initialize(Driver.CreateStream());
-        }
-        catch
-        {
-            AbandonParents();
-            throw;
-        }
+        Create(driver => driver.CreateStream());
     }
 
     /// <inheritdoc />
@@ -128,16 +107,7 @@ public sealed class CudaEventHandle : CudaChildHandle
     /// <summary>Creates an event.</summary>
     public CudaEventHandle(CudaPrimaryContextHandle context) : base(context)
     {
-        try
-        {
-            context.MakeCurrent();
-            Initialize(Driver.CreateEvent());
-        }
-        catch
-        {
-            AbandonParents();
-            throw;
-        }
+        Create(driver => driver.CreateEvent());
     }
 
     /// <inheritdoc />
