@@ -46,6 +46,45 @@ public class CudaDriverBindingTests
     }
 
     [Test]
+    public void EveryDriverEntryPointIsExportedByTheInstalledDriver()
+    {
+        // The emulator never resolves these names, so a misspelt entry point (or a plain name
+        // where cuda.h maps it to _v2) would only show on a GPU host. Any real libcuda (the
+        // toolkit installs one here) exports every name, GPU or not.
+        if (!CudaLibrary.TryLoadDefault(out string why)) Assert.Ignore(why);
+        nint handle = 0;
+        foreach (string name in CudaLibrary.DefaultCandidates)
+            if (NativeLibrary.TryLoad(name, out handle)) break;
+        Assert.That(handle, Is.Not.EqualTo((nint)0));
+        try
+        {
+            var imports = typeof(CudaNative).GetMethods(System.Reflection.BindingFlags.Static | System.Reflection.BindingFlags.NonPublic)
+                .Select(m => (Method: m, Import: m.GetCustomAttributes(typeof(LibraryImportAttribute), false).OfType<LibraryImportAttribute>().SingleOrDefault()))
+                .Where(x => x.Import is not null)
+                .Select(x => x.Import!.EntryPoint ?? x.Method.Name)
+                .ToList();
+            Assert.That(imports, Has.Count.GreaterThanOrEqualTo(40), "the binding's LibraryImports");
+            Assert.That(imports, Does.Contain("cuMemAlloc_v2").And.Contain("cuLaunchKernelEx").And.Contain("cuTensorMapEncodeTiled"));
+            int driverVersion = DriverVersion();
+            // cuTensorMapEncodeTiled exists from CUDA 12.0 drivers on; older ones get NotSupportedException.
+            var missing = imports.Where(n => !NativeLibrary.TryGetExport(handle, n, out _))
+                .Where(n => !(n == "cuTensorMapEncodeTiled" && driverVersion < 12000)).ToList();
+            Assert.That(missing, Is.Empty, $"entry points the installed driver ({driverVersion}) does not export");
+        }
+        finally
+        {
+            NativeLibrary.Free(handle);
+        }
+    }
+
+    private static unsafe int DriverVersion()
+    {
+        int version;
+        Assert.That(CudaNative.cuDriverGetVersion(&version), Is.EqualTo(0), "cuDriverGetVersion");
+        return version;
+    }
+
+    [Test]
     public void CudaExceptionFromRealCuResultCarriesCallNameAndString()
     {
         if (!CudaLibrary.TryLoadDefault(out string why)) Assert.Ignore(why);
