@@ -26,7 +26,7 @@ internal sealed class BenchCommand : ICliCommand
 
     public string Name => "bench";
 
-    public string Summary => "Time each op at its anchor shapes: --backend cpu|cuda|cuda-emu [--op NAME] [--case TEXT] [--full] [--smallest] [--budget-s N] [--json FILE] [--repeats N] [--warmup N] [--list].";
+    public string Summary => "Time each op at its anchor shapes: --backend cpu|cuda|cuda-emu [--op NAME[,NAME...]] [--case TEXT] [--full] [--smallest] [--budget-s N] [--json FILE] [--repeats N] [--warmup N] [--list].";
 
     /// <summary>Every case: the library's op cases and the model decode cases.</summary>
     internal static IReadOnlyList<OpBenchCase> Registry { get; } = [.. OpBenchRegistry.All, .. ModelBenchCases.All];
@@ -50,11 +50,16 @@ internal sealed class BenchCommand : ICliCommand
 
         if (!BackendNames.Contains(backendName))
             throw new CliUsageException($"unknown backend '{backendName}'. Valid backends: {string.Join(", ", BackendNames)}.");
-        IReadOnlyList<OpBenchCase> selected = op is null
-            ? Registry
-            : Registry.Where(c => string.Equals(c.Op, op, StringComparison.OrdinalIgnoreCase)).ToList();
-        if (selected.Count == 0)
-            throw new CliUsageException($"unknown op '{op}'. Valid ops: {string.Join(", ", OpNames)}.");
+        IReadOnlyList<OpBenchCase> selected = Registry;
+        if (op is not null)
+        {
+            // One op, or several separated by commas (the GPU bundle's emulator rehearsal picks cheap ones).
+            string[] ops = op.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+            string? unknown = ops.Length == 0 ? op : ops.FirstOrDefault(o => !OpNames.Contains(o, StringComparer.OrdinalIgnoreCase));
+            if (unknown is not null)
+                throw new CliUsageException($"unknown op '{unknown}'. Valid ops: {string.Join(", ", OpNames)}.");
+            selected = Registry.Where(c => ops.Contains(c.Op, StringComparer.OrdinalIgnoreCase)).ToList();
+        }
         selected = selected.Where(c => c.RunsOn(backendName) && (full || !c.FullGridOnly)).ToList();
         if (caseFilter is not null)
         {
@@ -87,10 +92,17 @@ internal sealed class BenchCommand : ICliCommand
         KernelTraceDriver? trace = null;
         try
         {
-            // On a GPU the driver is traced, so every result lists the kernels it launched.
+            // The CUDA driver (real or emulated) is traced, so every result lists the kernels it launched.
             if (backendName == "cuda")
             {
                 trace = new KernelTraceDriver(Cuda.RealCudaDriver.Default);
+                backend = Backends.Cuda.CudaBackend.Create(trace);
+            }
+            else if (backendName == "cuda-emu")
+            {
+                if (!Cuda.Emulation.EmulatorDriver.TryLoad(out var emulator, out string why))
+                    return Unavailable(backendName, $"CUDA emulator backend unavailable: {why}", jsonPath, warmup, repeats, output);
+                trace = new KernelTraceDriver(emulator!);
                 backend = Backends.Cuda.CudaBackend.Create(trace);
             }
             else backend = BackendFactory.Create(backendName);

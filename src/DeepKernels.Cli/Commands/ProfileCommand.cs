@@ -11,20 +11,24 @@ namespace DeepKernels.Cli.Commands;
 /// (from the build's resource report), theoretical occupancy for the kernel's launch
 /// configuration (from cuOccupancyMaxActiveBlocksPerMultiprocessor for the device's arch when a
 /// GPU is ready, else from the arch tables; each entry's "occupancySource" says which), and the
-/// static SASS instruction mix (cuobjdump -sass on the fatbin).
+/// static SASS instruction mix (cuobjdump -sass on the fatbin). <c>--json-out FILE</c> also writes
+/// the JSON to FILE, so one run (one disassembly, the slow part) gives both the table and the JSON.
+/// <c>--no-sass</c> skips the disassembly (resources and occupancy only).
 /// Exit codes: 0 ok, 1 nothing to profile (no report and no fatbin), 2 unknown kernel or arch.
 /// </summary>
 internal sealed class ProfileCommand : ICliCommand
 {
     public string Name => "profile";
 
-    public string Summary => "Kernel resources, occupancy and SASS mix: [--kernel NAME] [--arch sm_90a] [--json] [--report FILE] [--fatbin FILE].";
+    public string Summary => "Kernel resources, occupancy and SASS mix: [--kernel NAME] [--arch sm_90a] [--json] [--json-out FILE] [--report FILE] [--fatbin FILE] [--no-sass].";
 
     public int Run(CliArguments args, TextWriter output)
     {
         string? kernel = args.String("kernel");
         string? arch = args.String("arch");
         bool json = args.Flag("json");
+        string? jsonOut = args.String("json-out");
+        bool noSass = args.Flag("no-sass");
         string? report = args.String("report");
         string? fatbin = args.String("fatbin");
         args.EnsureAllUsed();
@@ -33,7 +37,7 @@ internal sealed class ProfileCommand : ICliCommand
         try
         {
             // With a ready GPU the driver answers occupancy for its arch; otherwise the arch tables do.
-            profile = KernelProfiler.Collect(new ProfileOptions(report, fatbin, Driver: Cuda.RealCudaDriver.Default));
+            profile = KernelProfiler.Collect(new ProfileOptions(report, fatbin, CuobjdumpPath: noSass ? "" : null, Driver: Cuda.RealCudaDriver.Default));
         }
         catch (FileNotFoundException e)
         {
@@ -61,16 +65,21 @@ internal sealed class ProfileCommand : ICliCommand
         }
         var selected = profile with { Kernels = entries.ToList() };
 
-        if (json)
+        var options = new JsonSerializerOptions { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.CamelCase };
+        options.Converters.Add(new JsonStringEnumConverter());
+        if (jsonOut is not null)
         {
-            var options = new JsonSerializerOptions { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.CamelCase };
-            options.Converters.Add(new JsonStringEnumConverter());
-            output.WriteLine(JsonSerializer.Serialize(selected, options));
+            try
+            {
+                File.WriteAllText(jsonOut, JsonSerializer.Serialize(selected, options) + Environment.NewLine);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                throw new CliUsageException($"cannot write --json-out '{jsonOut}': {e.Message}");
+            }
         }
-        else
-        {
-            WriteTable(selected, output);
-        }
+        if (json) output.WriteLine(JsonSerializer.Serialize(selected, options));
+        else WriteTable(selected, output);
         return profile.Kernels.Count == 0 ? 1 : 0;
     }
 

@@ -23,6 +23,22 @@ public class BenchCommandTests
     }
 
     [Test]
+    public void OpListSelectsTheCasesOfEachNamedOpAndRejectsAnUnknownOne()
+    {
+        var (code, output, err) = Cli("bench", "--backend", "cpu", "--op", "rmsnorm, act-quant", "--list");
+        Assert.That(code, Is.EqualTo(0), err);
+        var ops = output.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => l.Split(' ')[0]).Distinct().ToList();
+        Assert.That(ops, Is.EquivalentTo(new[] { "rmsnorm", "act-quant" }), output);
+
+        (code, _, err) = Cli("bench", "--backend", "cpu", "--op", "rmsnorm,nope", "--list");
+        Assert.That(code, Is.EqualTo(2));
+        Assert.That(err, Does.Contain("unknown op 'nope'"));
+        (code, _, err) = Cli("bench", "--backend", "cpu", "--op", ",", "--list");
+        Assert.That(code, Is.EqualTo(2));
+        Assert.That(err, Does.Contain("unknown op ','"));
+    }
+
+    [Test]
     public void UnknownBackendIsAUsageError()
     {
         var (code, _, err) = Cli("bench", "--backend", "tpu");

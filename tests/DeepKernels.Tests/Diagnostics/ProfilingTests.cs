@@ -129,13 +129,14 @@ public class ProfilingTests
     [Test]
     public void ProfileCommandRejectsUnknownKernelAndArch()
     {
+        // --no-sass: these checks need no disassembly of the build's fatbin (about 30 s each here).
         string report = WriteTemp("""[{"kernel":"dk_quantize_act_fp8","arch":"sm_90","registers":30,"static_smem":0,"stack":0,"spill_stores":0,"spill_loads":0}]""");
         try
         {
-            var (code, _, err) = Cli("profile", "--report", report, "--kernel", "nope");
+            var (code, _, err) = Cli("profile", "--report", report, "--kernel", "nope", "--no-sass");
             Assert.That(code, Is.EqualTo(2));
             Assert.That(err, Does.Contain("unknown kernel 'nope'").And.Contain("dk_quantize_act_fp8"));
-            (code, _, err) = Cli("profile", "--report", report, "--arch", "sm_90a");
+            (code, _, err) = Cli("profile", "--report", report, "--arch", "sm_90a", "--no-sass");
             Assert.That(code, Is.EqualTo(2));
             Assert.That(err, Does.Contain("'sm_90a' is not in the fatbin/report").And.Contain("sm_90"));
             (code, _, err) = Cli("profile", "--report", "/nonexistent/report.json");
@@ -154,7 +155,7 @@ public class ProfilingTests
         string report = WriteTemp("""[{"kernel":"dk_quantize_act_fp8","arch":"sm_90","registers":30,"static_smem":0,"stack":0,"spill_stores":0,"spill_loads":0}]""");
         try
         {
-            var (code, output, err) = Cli("profile", "--report", report, "--kernel", "dk_quantize_act_fp8", "--arch", "sm_90", "--json");
+            var (code, output, err) = Cli("profile", "--report", report, "--kernel", "dk_quantize_act_fp8", "--arch", "sm_90", "--json", "--no-sass");
             Assert.That(code, Is.EqualTo(0), err);
             using var doc = JsonDocument.Parse(output);
             var k = doc.RootElement.GetProperty("kernels")[0];
@@ -165,6 +166,31 @@ public class ProfilingTests
         finally
         {
             File.Delete(report);
+        }
+    }
+
+    [Test]
+    public void JsonOutWritesTheJsonBesideTheTableFromOneRun()
+    {
+        string report = WriteTemp("""[{"kernel":"dk_quantize_act_fp8","arch":"sm_90","registers":30,"static_smem":0,"stack":0,"spill_stores":0,"spill_loads":0}]""");
+        string json = Path.Combine(Path.GetTempPath(), $"dk-profile-{Guid.NewGuid():N}.json");
+        try
+        {
+            var (code, output, err) = Cli("profile", "--report", report, "--kernel", "dk_quantize_act_fp8", "--arch", "sm_90", "--no-sass", "--json-out", json);
+            Assert.That(code, Is.EqualTo(0), err);
+            Assert.That(output, Does.Contain("dk_quantize_act_fp8").And.Contain("Resources:"), "the table still goes to stdout");
+            using var doc = JsonDocument.Parse(File.ReadAllText(json));
+            Assert.That(doc.RootElement.GetProperty("kernels")[0].GetProperty("resources").GetProperty("registers").GetInt32(), Is.EqualTo(30));
+            Assert.That(doc.RootElement.GetProperty("notes").EnumerateArray().Select(n => n.GetString()), Does.Contain("SASS instruction mix not asked for (--no-sass)."));
+
+            (code, _, err) = Cli("profile", "--report", report, "--no-sass", "--json-out", Path.Combine(json, "no", "such", "dir.json"));
+            Assert.That(code, Is.EqualTo(2));
+            Assert.That(err, Does.Contain("cannot write --json-out"));
+        }
+        finally
+        {
+            File.Delete(report);
+            File.Delete(json);
         }
     }
 

@@ -103,6 +103,7 @@ public static class KernelProfiler
 
         IReadOnlyList<SassInstructionMix> sass = [];
         if (fatbin is null) notes.Add("No fatbin found (build/native/deepkernels.fatbin, $" + FatbinEnvironmentVariable + ", or embedded): no SASS instruction mix. Build the native kernels with nvcc (./build.sh build).");
+        else if (options.CuobjdumpPath is "") notes.Add("SASS instruction mix not asked for (--no-sass).");
         else if (cuobjdump is null) notes.Add("cuobjdump not found (install the CUDA toolkit, e.g. Debian's nvidia-cuda-toolkit): no SASS instruction mix.");
         else
         {
