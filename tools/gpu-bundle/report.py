@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Writes report.json and report.md for verify.sh from the step table and the artifacts in OUTDIR.
 
-usage: report.py OUTDIR GPU_NAME DRY_RUN(0|1) ELAPSED_SECONDS
+usage: report.py OUTDIR GPU_NAME DRY_RUN(0|1) ELAPSED_SECONDS [EMULATED(0|1)]
+
+EMULATED: verify.sh --emulate, a rehearsal on the kernel emulator: its times are not GPU figures.
 """
 import json
 import os
@@ -36,18 +38,23 @@ def trx_counters(path):
 
 
 def match_peer(peer, results):
-    """Our result whose shape agrees with the peer's on every key they share (at least two)."""
+    """Our fastest result of the peer's op whose shape agrees with the peer's on every key they share
+    (at least two). Kinds compare by their first word, so the BF16 matmul peer ("gemm-bf16") is put
+    next to our FP8 GEMM at the same shape, and both GEMM kernel variants compete."""
+    kind = peer.get("kind", "").split("-")[0]
+    matches = []
     for r in results:
         shared = set(peer.get("shape", {})) & set(r.get("shape", {}))
-        if len(shared) >= 2 and all(peer["shape"][k] == r["shape"][k] for k in shared) and peer.get("kind") == r.get("op", "").split("-")[0]:
-            return r
-    return None
+        if len(shared) >= 2 and all(peer["shape"][k] == r["shape"][k] for k in shared) and kind == r.get("op", "").split("-")[0]:
+            matches.append(r)
+    return min(matches, key=lambda r: r.get("medianMs") or float("inf"), default=None)
 
 
 def main(argv):
-    if len(argv) != 5:
+    if len(argv) not in (5, 6):
         raise SystemExit(__doc__)
     out, gpu, dry, elapsed = argv[1], argv[2], argv[3] == "1", int(argv[4])
+    emulated = len(argv) == 6 and argv[5] == "1"
     steps = []
     with open(os.path.join(out, "steps.tsv"), encoding="utf-8") as f:
         for line in f:
@@ -66,13 +73,14 @@ def main(argv):
             "peer": p.get("name"), "peer_tflops": p.get("tflops"), "peer_gbps": p.get("gbps"),
             "ours": ours.get("name") if ours else None,
             "ours_tflops": ours["gflops"] / 1000 if ours else None,
-            "ours_gbps": ours.get("gbps") if ours else None,
+            "ours_gbps": ours.get("gBps") if ours else None,
             "ratio": (ours["medianMs"] and p.get("median_ms") / ours["medianMs"]) if ours and p.get("median_ms") else None,
         })
     report = {
         "schema": "deepkernels-gpu-report/1",
         "gpu": gpu,
         "dry_run": dry,
+        "emulated": emulated,
         "elapsed_seconds": elapsed,
         "bundle": load_json(os.path.join(here, "manifest.json")),
         "steps": steps,
@@ -88,6 +96,9 @@ def main(argv):
         json.dump(report, f, indent=2)
 
     md = [f"# DeepKernels GPU verification", "", f"GPU: **{gpu}**{' (dry run)' if dry else ''}; {elapsed} s in all.", ""]
+    if emulated:
+        md += ["**Rehearsal on the kernel emulator:** the steps and files are real, but no GPU ran anything;",
+               "the benchmark times are the emulator's and say nothing of GPU performance.", ""]
     md += ["| step | status | seconds | detail |", "|---|---|---:|---|"]
     md += [f"| {s['name']} | {s['status']} | {s['seconds']} | {s['detail']} |" for s in steps]
     t = report["cuda_tests"]
@@ -95,18 +106,18 @@ def main(argv):
         md += ["", f"CUDA tests: {t['passed']} passed, {t['failed']} failed, {t['skipped']} skipped."]
         md += [f"- failed: `{name}`" for name in t["failed_tests"]]
     if results:
-        md += ["", "## Benchmarks (CUDA events, L2 flushed, median)", "", "| case | ms | TFLOP/s | GB/s | % compute peak | % memory peak |", "|---|---:|---:|---:|---:|---:|"]
+        md += ["", "## Benchmarks (emulator wall time, median)" if emulated else "## Benchmarks (CUDA events, L2 flushed, median)", "", "| case | ms | TFLOP/s | GB/s | % compute peak | % memory peak |", "|---|---:|---:|---:|---:|---:|"]
         for r in results:
             pc = "-" if r.get("percentComputePeak") is None else f"{r['percentComputePeak']:.1f}"
             pm = "-" if r.get("percentMemoryPeak") is None else f"{r['percentMemoryPeak']:.1f}"
-            md.append(f"| {r['name']} | {r['medianMs']:.4f} | {r['gflops'] / 1000:.2f} | {r['gbps']:.0f} | {pc} | {pm} |")
+            md.append(f"| {r['name']} | {r['medianMs']:.4f} | {r['gflops'] / 1000:.2f} | {r['gBps']:.0f} | {pc} | {pm} |")
     decode = [r for r in results + (bench_v3 or {}).get("results", []) if r.get("tokensPerSecond") is not None]
     if decode:
         md += ["", "## Model decode", "", "| case | step ms | tok/s | ms/layer | GB/s | % memory peak |", "|---|---:|---:|---:|---:|---:|"]
         for r in decode:
             mpl = "-" if r.get("msPerLayer") is None else f"{r['msPerLayer']:.3f}"
             pm = "-" if r.get("percentMemoryPeak") is None else f"{r['percentMemoryPeak']:.1f}"
-            md.append(f"| {r['name']} | {r['medianMs']:.3f} | {r['tokensPerSecond']:.1f} | {mpl} | {r['gbps']:.0f} | {pm} |")
+            md.append(f"| {r['name']} | {r['medianMs']:.3f} | {r['tokensPerSecond']:.1f} | {mpl} | {r['gBps']:.0f} | {pm} |")
         md += [f"- skipped: {k['name']}: {k['reason']}" for k in (bench_v3 or {}).get("skipped", [])]
     cov = report["coverage"]
     if cov:

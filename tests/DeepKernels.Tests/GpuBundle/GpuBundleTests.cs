@@ -120,6 +120,87 @@ public class GpuBundleTests
         Assert.That(kernels.GetProperty("dk_rope").GetProperty("benchmarked").GetBoolean(), Is.False);
     }
 
+    [Test]
+    public void ReportRendersBenchmarksDecodeAndPeerRatiosFromTheCliJson()
+    {
+        // The bench JSON exactly as the CLI serialises it, so a renamed key breaks this test rather than a GPU run.
+        DeepKernels.Diagnostics.Benchmarking.BenchCaseResult Gemm(string variant, double ms) =>
+            new("gemm", $"gemm M=128 N=7168 K=2048 {variant}", new Dictionary<string, long> { ["M"] = 128, ["N"] = 7168, ["K"] = 2048 }, "fp8",
+                3.76e9, 1.5e7, 250, ms, ms, ms, [ms], 3.76e9 / ms / 1e6, 1.5e7 / ms / 1e6, 40, 10) { Variant = variant, Kernels = ["dk_fp8_gemm"] };
+        var decode = new DeepKernels.Diagnostics.Benchmarking.BenchCaseResult("model-decode", "model-decode tiny batch=1", new Dictionary<string, long> { ["batch"] = 1 },
+            "fp8", 1e6, 3.2e7, 0.03, 2.0, 2.0, 2.0, [2.0], 0.5, 16, null, 0.3) { TokensPerSecond = 500, MsPerLayer = 1.0 };
+        var bench = new DeepKernels.Diagnostics.Benchmarking.BenchReport(DeepKernels.Diagnostics.Benchmarking.BenchReport.SchemaId, DateTime.UtcNow, "cuda", true, null, "cuda-events", 3, 10,
+            new("NVIDIA H200", 90, "datasheet", ""), DeepKernels.Diagnostics.Benchmarking.BenchLimits.None, [Gemm("portable", 0.2), Gemm("sm90", 0.05), decode]);
+        string dir = Path.Combine(_temp, "report");
+        Directory.CreateDirectory(dir);
+        File.WriteAllText(Path.Combine(dir, "bench-cuda.json"), bench.ToJson());
+        File.WriteAllText(Path.Combine(dir, "peers.json"), """
+            {"device":"NVIDIA H200","torch":"2.11","errors":[],"results":[
+              {"kind":"gemm","name":"torch._scaled_mm fp8 M=128 N=7168 K=2048","shape":{"M":128,"N":7168,"K":2048},"median_ms":0.04,"tflops":94,"gbps":375},
+              {"kind":"gemm-bf16","name":"torch.matmul bf16 M=128 N=7168 K=2048","shape":{"M":128,"N":7168,"K":2048},"median_ms":0.1,"tflops":37,"gbps":300},
+              {"kind":"mla","name":"sdpa decompressed b=128 s=4096 h=16","shape":{"b":128,"seqlen":4096,"h_q":16,"s_q":1},"median_ms":1.0,"tflops":1,"gbps":3000}]}
+            """);
+        File.WriteAllText(Path.Combine(dir, "steps.tsv"), "gpu\tok\t0\tNVIDIA H200 (compute capability 9.0)\nbench\tok\t20\t3 cases measured, 0 skipped\n");
+        var (code, log) = Bash(dir, 30, default, "-c", $"python3 '{Path.Combine(_bundle, "report.py")}' . 'NVIDIA H200' 0 42");
+        Assert.That(code, Is.EqualTo(0), log);
+        string md = File.ReadAllText(Path.Combine(dir, "report.md"));
+        Assert.That(md, Does.Contain("| gemm M=128 N=7168 K=2048 sm90 | 0.0500 | 75.20 | 300 | 40.0 | 10.0 |"), md);
+        Assert.That(md, Does.Contain("| model-decode tiny batch=1 | 2.000 | 500.0 | 1.000 | 16 | 0.3 |"), md);
+        // Each peer is put next to our fastest case of its op at the same shape: sm90, 0.05 ms.
+        Assert.That(md, Does.Contain("| torch._scaled_mm fp8 M=128 N=7168 K=2048 | 94.00 | 375 | gemm M=128 N=7168 K=2048 sm90 | 75.20 | 0.80 |"), md);
+        Assert.That(md, Does.Contain("| torch.matmul bf16 M=128 N=7168 K=2048 | 37.00 | 300 | gemm M=128 N=7168 K=2048 sm90 | 75.20 | 2.00 |"), md);
+        Assert.That(md, Does.Contain("| sdpa decompressed b=128 s=4096 h=16 | 1.00 | 3000 | - | - | - |"), md);
+        using var report = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "report.json")));
+        Assert.That(report.RootElement.GetProperty("emulated").GetBoolean(), Is.False);
+        Assert.That(report.RootElement.GetProperty("comparisons")[0].GetProperty("ours_gbps").GetDouble(), Is.EqualTo(300).Within(1e-9));
+    }
+
+    [Test]
+    public void EmulatorRehearsalRunsEveryGpuStepOnTheKernelEmulator()
+    {
+        // verify.sh --emulate: the GPU branch of the script (native build, profile, CUDA tests through the
+        // bundled vstest, traced bench, kernel coverage, sanitizer, report) with the emulator as the device.
+        if (!System.IO.File.Exists(Path.Combine(TestContext.CurrentContext.TestDirectory, "libdeepkernels_emu.so")))
+            Assert.Ignore("the kernel emulator was not built");
+        var (found, _) = Bash(_temp, 10, default, "-c", "command -v nvcc || test -x /usr/local/cuda/bin/nvcc");
+        if (found != 0) Assert.Ignore("nvcc not found: the rehearsal builds the fatbin like a GPU host");
+        string output = Path.Combine(_temp, "emulate");
+        var (code, log) = Bash(_bundle, 600,
+            ("VERIFY_TEST_FILTER", "(FullyQualifiedName~CudaActivationQuantizationTests|FullyQualifiedName~CudaNormActTests)"),
+            "verify.sh", output, "--emulate");
+        Assert.That(code, Is.EqualTo(0), log);
+        using var report = JsonDocument.Parse(File.ReadAllText(Path.Combine(output, "report.json")));
+        var root = report.RootElement;
+        Assert.That(root.GetProperty("emulated").GetBoolean(), Is.True);
+        var steps = root.GetProperty("steps").EnumerateArray().ToDictionary(s => s.GetProperty("name").GetString()!, s => s);
+        foreach (string step in new[] { "unpack", "gpu", "native", "tests", "bench", "report" })
+            Assert.That(steps[step].GetProperty("status").GetString(), Is.EqualTo("ok"), $"{step}: {steps[step].GetProperty("detail")}");
+        Assert.That(steps["peers"].GetProperty("status").GetString(), Is.EqualTo("skipped"));
+        Assert.That(steps["sanitizer"].GetProperty("status").GetString(), Is.AnyOf("ok", "skipped"), steps["sanitizer"].GetProperty("detail").GetString());
+        var tests = root.GetProperty("cuda_tests");
+        Assert.That(tests.GetProperty("passed").GetInt32(), Is.GreaterThanOrEqualTo(20));
+        Assert.That(tests.GetProperty("failed").GetInt32(), Is.Zero);
+        // Every measured case lists the kernels it launched, and the coverage maps them to sanitizer cases.
+        var results = root.GetProperty("bench").GetProperty("results").EnumerateArray().ToList();
+        Assert.That(results, Has.Count.EqualTo(4));
+        Assert.That(results.All(r => r.GetProperty("kernels").GetArrayLength() > 0), Is.True, "kernels traced per case");
+        var kernels = root.GetProperty("coverage").GetProperty("kernels").EnumerateObject().ToList();
+        Assert.That(kernels.Count(k => k.Value.GetProperty("sanitizer_case").ValueKind == JsonValueKind.String), Is.GreaterThanOrEqualTo(4));
+        Assert.That(root.GetProperty("profile").GetProperty("kernels").GetArrayLength(), Is.GreaterThan(20));
+        string md = File.ReadAllText(Path.Combine(output, "report.md"));
+        Assert.That(md, Does.Contain("Rehearsal on the kernel emulator").And.Contain("## Benchmarks (emulator wall time, median)").And.Contain("| rmsnorm T=1 H=7168 |"));
+        Assert.That(File.ReadAllText(Path.Combine(output, "profile.txt")), Does.Contain("Resources:"));
+    }
+
+    [TestCase("--dry-run", "--emulate", "exclude each other")]
+    [TestCase("--emulate", "--v3-bench", "needs a GPU")]
+    public void EmulateRefusesOptionsItCannotHonour(string first, string second, string message)
+    {
+        var (code, log) = Bash(_temp, 30, default, Path.Combine(_bundle, "verify.sh"), "out", first, second);
+        Assert.That(code, Is.EqualTo(2), log);
+        Assert.That(log, Does.Contain(message));
+    }
+
     private static (int Code, string Output) Bash(string workingDirectory, int timeoutSeconds, (string Name, string Value) env, params string[] args)
     {
         var psi = new ProcessStartInfo("bash") { WorkingDirectory = workingDirectory, RedirectStandardOutput = true, RedirectStandardError = true };
