@@ -4,7 +4,9 @@
   signatures OUT.json SRC...        kernel-signatures.json from the `extern "C" __global__` entry points
   emu-unit OUT.cpp SRC              an emulator translation unit: includes SRC, registers its kernels
   fatbin-unit OUT.cu SRC...         one translation unit that includes every kernel source (for nvcc -fatbin)
-  resources LOG OUT.json COMPILER ARCH...   resource-report.json from `ptxas -v` output
+  resources LOG OUT.json COMPILER [--tools DIR] ARCH...
+                                    resource-report.json from `ptxas -v` output; DIR is where the
+                                    compiler's own cuobjdump lives (an older one misreads sm_90a)
   run-logged LOG CMD...             run CMD, keeping its output (ptxas -v) in LOG
 """
 import json
@@ -100,6 +102,9 @@ def cmd_fatbin_unit(out, *sources):
 
 
 def cmd_resources(log, out, compiler, *archs):
+    tools = None
+    if archs[:1] == ("--tools",):
+        tools, archs = archs[1], archs[2:]
     entries = []
     current = None  # (name, arch)
     props = {}
@@ -133,6 +138,8 @@ def cmd_resources(log, out, compiler, *archs):
     compiled = {e["arch"] for e in entries}
     archs = [a for a in archs if not a.startswith("sm_") or a in compiled]
     report = {"compiler": compiler, "archs": archs, "kernels": entries}
+    if tools:
+        report["tools"] = tools
     write_if_changed(out, json.dumps(report, indent=2) + "\n")
 
 

@@ -155,13 +155,17 @@ if [[ -z "$GPU" ]]; then
 else
   # ---- 3 native --------------------------------------------------------------------------------
   begin native "building the fatbin with CMake + nvcc"
-  NVCC="$(command -v nvcc || true)"; [[ -z "$NVCC" && -x /usr/local/cuda/bin/nvcc ]] && NVCC=/usr/local/cuda/bin/nvcc
+  # $NVCC when set (the rehearsal passes a CUDA 12 one), else nvcc on PATH, else /usr/local/cuda.
+  [[ -n "${NVCC:-}" && -x "${NVCC:-}" ]] || NVCC="$(command -v nvcc || true)"
+  [[ -z "$NVCC" && -x /usr/local/cuda/bin/nvcc ]] && NVCC=/usr/local/cuda/bin/nvcc
+  # The compiler's own cuobjdump: an older one misreads sm_90a cubins.
+  CUOBJDUMP="$(dirname "${NVCC:-/}")/cuobjdump"; [[ -x "$CUOBJDUMP" ]] || CUOBJDUMP="$(command -v cuobjdump || true)"
   FATBIN="$WORK/build/deepkernels.fatbin"
   if [[ -z "$NVCC" ]] || ! command -v cmake >/dev/null 2>&1; then
     record native failed "nvcc or cmake not found"; FAILED=1
   elif t=$(slot 200 200) && (( t > 1 )) && timeout "$t" cmake -S "$WORK/src/native" -B "$WORK/build" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_COMPILER="$NVCC" -DDEEPKERNELS_EMULATOR=OFF > "$OUT/native-build.log" 2>&1 \
        && timeout "$(slot 200 200)" cmake --build "$WORK/build" -j"$(nproc)" >> "$OUT/native-build.log" 2>&1 && [[ -f "$FATBIN" ]]; then
-    archs="$(command -v cuobjdump >/dev/null && cuobjdump --list-elf "$FATBIN" 2>/dev/null | grep -o 'sm_[0-9]*a\?' | sort -u | tr '\n' ' ')"
+    archs="$([[ -n "$CUOBJDUMP" ]] && "$CUOBJDUMP" --list-elf "$FATBIN" 2>/dev/null | grep -o 'sm_[0-9]*a\?' | sort -u | tr '\n' ' ')"
     export DEEPKERNELS_FATBIN="$FATBIN"
     note=""
     if [[ -f "$WORK/build/ptxas.log.sm90a-failure.txt" ]]; then

@@ -170,6 +170,27 @@ public class ProfilingTests
     }
 
     [Test]
+    public void DisassemblesWithTheCuobjdumpOfTheCompilerThatBuiltTheFatbin()
+    {
+        string tools = Directory.CreateTempSubdirectory("dk-tools-").FullName;
+        try
+        {
+            string own = Path.Combine(tools, "cuobjdump");
+            File.WriteAllText(own, "");
+            Assert.That(DeepKernels.Diagnostics.Profiling.KernelProfiler.CompilerCuobjdump($$"""{"compiler":"nvcc 12.4","tools":"{{tools}}","kernels":[]}"""), Is.EqualTo(own));
+            // Gone, absent, or not a report: fall back to PATH (null here).
+            Assert.That(DeepKernels.Diagnostics.Profiling.KernelProfiler.CompilerCuobjdump("""{"compiler":"nvcc 12.4","tools":"/no/such/dir"}"""), Is.Null);
+            Assert.That(DeepKernels.Diagnostics.Profiling.KernelProfiler.CompilerCuobjdump("""{"compiler":"nvcc 11.8"}"""), Is.Null);
+            Assert.That(DeepKernels.Diagnostics.Profiling.KernelProfiler.CompilerCuobjdump("""[{"kernel":"k"}]"""), Is.Null);
+            Assert.That(DeepKernels.Diagnostics.Profiling.KernelProfiler.CompilerCuobjdump("{not json"), Is.Null);
+        }
+        finally
+        {
+            Directory.Delete(tools, recursive: true);
+        }
+    }
+
+    [Test]
     public void JsonOutWritesTheJsonBesideTheTableFromOneRun()
     {
         string report = WriteTemp("""[{"kernel":"dk_quantize_act_fp8","arch":"sm_90","registers":30,"static_smem":0,"stack":0,"spill_stores":0,"spill_loads":0}]""");

@@ -165,9 +165,12 @@ public class GpuBundleTests
         var (found, _) = Bash(_temp, 10, default, "-c", "command -v nvcc || test -x /usr/local/cuda/bin/nvcc");
         if (found != 0) Assert.Ignore("nvcc not found: the rehearsal builds the fatbin like a GPU host");
         string output = Path.Combine(_temp, "emulate");
+        // With the CUDA 12 compiler CI fetches (tools/nvcc12/fetch.sh), the native step builds sm_90a as on an H200.
+        string cuda12 = Path.Combine(_root, ".toolchain", "cuda", "nvcc");
         var (code, log) = Bash(_bundle, 600,
             ("VERIFY_TEST_FILTER", "(FullyQualifiedName~CudaActivationQuantizationTests|FullyQualifiedName~CudaNormActTests)"),
-            "verify.sh", output, "--emulate");
+            ("NVCC", File.Exists(cuda12) ? cuda12 : ""),
+            ["verify.sh", output, "--emulate"]);
         Assert.That(code, Is.EqualTo(0), log);
         using var report = JsonDocument.Parse(File.ReadAllText(Path.Combine(output, "report.json")));
         var root = report.RootElement;
@@ -187,6 +190,8 @@ public class GpuBundleTests
         var kernels = root.GetProperty("coverage").GetProperty("kernels").EnumerateObject().ToList();
         Assert.That(kernels.Count(k => k.Value.GetProperty("sanitizer_case").ValueKind == JsonValueKind.String), Is.GreaterThanOrEqualTo(4));
         Assert.That(root.GetProperty("profile").GetProperty("kernels").GetArrayLength(), Is.GreaterThan(20));
+        if (File.Exists(cuda12))
+            Assert.That(steps["native"].GetProperty("detail").GetString(), Does.Contain("sm_90a").And.Contain("release 12."), "the CUDA 12 build lists its sm_90a cubins");
         string md = File.ReadAllText(Path.Combine(output, "report.md"));
         Assert.That(md, Does.Contain("Rehearsal on the kernel emulator").And.Contain("## Benchmarks (emulator wall time, median)").And.Contain("| rmsnorm T=1 H=7168 |"));
         Assert.That(File.ReadAllText(Path.Combine(output, "profile.txt")), Does.Contain("Resources:"));
@@ -201,11 +206,15 @@ public class GpuBundleTests
         Assert.That(log, Does.Contain(message));
     }
 
-    private static (int Code, string Output) Bash(string workingDirectory, int timeoutSeconds, (string Name, string Value) env, params string[] args)
+    private static (int Code, string Output) Bash(string workingDirectory, int timeoutSeconds, (string Name, string Value) env, params string[] args) =>
+        Bash(workingDirectory, timeoutSeconds, env, default, args);
+
+    private static (int Code, string Output) Bash(string workingDirectory, int timeoutSeconds, (string Name, string Value) env, (string Name, string Value) env2, string[] args)
     {
         var psi = new ProcessStartInfo("bash") { WorkingDirectory = workingDirectory, RedirectStandardOutput = true, RedirectStandardError = true };
         foreach (string a in args) psi.ArgumentList.Add(a);
-        if (env.Name is not null) psi.Environment[env.Name] = env.Value;
+        foreach (var (name, value) in new[] { env, env2 })
+            if (name is not null) psi.Environment[name] = value;
         using var p = Process.Start(psi)!;
         var stderr = p.StandardError.ReadToEndAsync();
         var stdout = p.StandardOutput.ReadToEndAsync();

@@ -45,6 +45,14 @@ public class NativeBuildToolTests
         using var json = JsonDocument.Parse(File.ReadAllText(report));
         var archs = json.RootElement.GetProperty("archs").EnumerateArray().Select(a => a.GetString()).ToArray();
         Assert.That(archs, Is.EqualTo(new[] { "sm_90", "compute_90" }), "an arch the build dropped must not be listed");
+        Assert.That(json.RootElement.TryGetProperty("tools", out _), Is.False, "no --tools, no tools folder");
+
+        // --tools names the compiler's own folder, so `profile` disassembles with the matching cuobjdump.
+        var withTools = Tool(dir, [], "resources", log, report, "nvcc 13.0", "--tools", "/opt/cuda-13/bin", "sm_90", "compute_90");
+        Assert.That(withTools.ExitCode, Is.Zero, withTools.Output);
+        using var json2 = JsonDocument.Parse(File.ReadAllText(report));
+        Assert.That(json2.RootElement.GetProperty("tools").GetString(), Is.EqualTo("/opt/cuda-13/bin"));
+        Assert.That(json2.RootElement.GetProperty("archs").EnumerateArray().Select(a => a.GetString()), Is.EqualTo(new[] { "sm_90", "compute_90" }));
 
         // A later successful sm_90a build removes the stale failure record.
         var again = Tool(dir, [], "run-logged", log, Path.Combine(dir, "nvcc"),

@@ -88,9 +88,10 @@ public static class KernelProfiler
 
         IReadOnlyList<KernelResources>? resources = null;
         string? resourceSource = null;
+        string? reportJson = reportPath is not null ? File.ReadAllText(reportPath) : embeddedReport;
         if (reportPath is not null)
         {
-            resources = KernelResourceReader.ParseReport(File.ReadAllText(reportPath));
+            resources = KernelResourceReader.ParseReport(reportJson!);
             resourceSource = reportPath;
         }
         else if (embeddedReport is not null)
@@ -99,7 +100,7 @@ public static class KernelProfiler
             resourceSource = "embedded " + EmbeddedReportName;
         }
 
-        string? cuobjdump = options.CuobjdumpPath is null ? FindCuobjdump() : options.CuobjdumpPath.Length == 0 ? null : options.CuobjdumpPath;
+        string? cuobjdump = options.CuobjdumpPath is null ? CompilerCuobjdump(reportJson) ?? FindCuobjdump() : options.CuobjdumpPath.Length == 0 ? null : options.CuobjdumpPath;
 
         IReadOnlyList<SassInstructionMix> sass = [];
         if (fatbin is null) notes.Add("No fatbin found (build/native/deepkernels.fatbin, $" + FatbinEnvironmentVariable + ", or embedded): no SASS instruction mix. Build the native kernels with nvcc (./build.sh build).");
@@ -240,6 +241,29 @@ public static class KernelProfiler
             }
         }
         return null;
+    }
+
+    /// <summary>
+    /// The cuobjdump of the toolkit that built the fatbin: the report's "tools" folder, when it is
+    /// still there. An older cuobjdump found first on PATH would misread the sm_90a cubins (nvcc
+    /// 11.8's lists them as sm_90 and shows no wgmma).
+    /// </summary>
+    internal static string? CompilerCuobjdump(string? reportJson)
+    {
+        if (reportJson is null) return null;
+        try
+        {
+            using var doc = System.Text.Json.JsonDocument.Parse(reportJson);
+            if (doc.RootElement.ValueKind != System.Text.Json.JsonValueKind.Object
+                || !doc.RootElement.TryGetProperty("tools", out var tools) || tools.ValueKind != System.Text.Json.JsonValueKind.String)
+                return null;
+            string candidate = Path.Combine(tools.GetString()!, OperatingSystem.IsWindows() ? "cuobjdump.exe" : "cuobjdump");
+            return File.Exists(candidate) ? candidate : null;
+        }
+        catch (System.Text.Json.JsonException)
+        {
+            return null;
+        }
     }
 
     /// <summary>cuobjdump on PATH or in the usual CUDA install folders, or null.</summary>

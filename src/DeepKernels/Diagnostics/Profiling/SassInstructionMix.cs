@@ -10,7 +10,7 @@ namespace DeepKernels.Diagnostics.Profiling;
 public sealed record SassInstructionMix(string Kernel, string Arch, int Total, IReadOnlyDictionary<string, int> ByOpcode)
 {
     /// <summary>The opcodes the profile table shows: tensor-core math, FMA, memory traffic, barriers, shuffles.</summary>
-    public static IReadOnlyList<string> KeyOpcodes { get; } = ["HGMMA", "HMMA", "FFMA", "LDG", "LDS", "STS", "LDGSTS", "UTMALDG", "BAR", "SHFL"];
+    public static IReadOnlyList<string> KeyOpcodes { get; } = ["HGMMA", "QGMMA", "HMMA", "FFMA", "LDG", "LDS", "STS", "LDGSTS", "UTMALDG", "BAR", "SHFL"];
 
     /// <summary>The count of one base opcode (0 when absent).</summary>
     public int Count(string opcode) => ByOpcode.GetValueOrDefault(opcode);
