@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One entry point for DeepKernels: build | test | run | bench | profile | pack | gpu-bundle | clean.
-# Native kernels are built when a CUDA compiler is found (nvcc on PATH or in /usr/local/cuda);
+# Native kernels are built when a CUDA compiler is found ($NVCC, .toolchain/cuda/nvcc from
+# tools/nvcc12/fetch.sh, nvcc on PATH or in /usr/local/cuda);
 # the kernel emulator library is built with the host C++ compiler whenever CMake is present.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -23,8 +24,10 @@ usage: ./build.sh <command> [args]
 USAGE
 }
 
+# $NVCC, else the CUDA 12 compiler tools/nvcc12/fetch.sh unpacked (it builds sm_90a), else PATH.
 find_nvcc() {
   if [[ -n "${NVCC:-}" && -x "${NVCC}" ]]; then echo "$NVCC"; return; fi
+  if [[ -x "$ROOT/.toolchain/cuda/nvcc" ]]; then echo "$ROOT/.toolchain/cuda/nvcc"; return; fi
   if command -v nvcc >/dev/null 2>&1; then command -v nvcc; return; fi
   if [[ -x /usr/local/cuda/bin/nvcc ]]; then echo /usr/local/cuda/bin/nvcc; return; fi
   echo ""

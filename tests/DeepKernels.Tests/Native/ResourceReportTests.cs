@@ -51,6 +51,46 @@ public class ResourceReportTests
     }
 
     [Test]
+    public void HopperKernelsAssembleForSm90aWithWgmmaAndTmaAndNoSpills()
+    {
+        // With nvcc >= 12.3 (CI fetches Debian's 12.4, tools/nvcc12/fetch.sh) ptxas assembles the
+        // sm_90a kernels: each must fit the 168 registers its __launch_bounds__(384, 1) allows at
+        // entry without spilling, and its SASS must hold the wgmma (QGMMA for FP8, HGMMA for BF16)
+        // and TMA (UTMALDG) instructions, and the setmaxnreg (USETMAXREG) the warp roles rely on.
+        var (dir, _, report) = LoadOrSkip();
+        var archs = report.RootElement.GetProperty("archs").EnumerateArray().Select(a => a.GetString()!).ToList();
+        if (!archs.Contains("sm_90a"))
+            Assert.Ignore($"this build has no sm_90a ({report.RootElement.GetProperty("compiler").GetString()}; nvcc >= 12.3 builds it: tools/nvcc12/fetch.sh)");
+        var hopper = new Dictionary<string, string>
+        {
+            ["dk_fp8_gemm_sm90"] = "QGMMA", ["dk_grouped_gemm_contiguous_sm90"] = "QGMMA",
+            ["dk_grouped_gemm_masked_sm90"] = "QGMMA", ["dk_mla_decode_sm90"] = "HGMMA",
+        };
+        var entries = report.RootElement.GetProperty("kernels").EnumerateArray()
+            .Where(e => e.GetProperty("arch").GetString() == "sm_90a").ToDictionary(e => e.GetProperty("name").GetString()!);
+        foreach (string kernel in hopper.Keys)
+        {
+            Assert.That(entries.ContainsKey(kernel), Is.True, $"{kernel} has no sm_90a entry");
+            var e = entries[kernel];
+            Assert.That(e.GetProperty("registers").GetInt32(), Is.InRange(1, 168), $"{kernel} registers");
+            Assert.That(e.GetProperty("spill_stores").GetInt32() + e.GetProperty("spill_loads").GetInt32() + e.GetProperty("stack_bytes").GetInt32(), Is.Zero, $"{kernel} spills or uses a stack");
+        }
+
+        var profile = DeepKernels.Diagnostics.Profiling.KernelProfiler.Collect(new(
+            Path.Combine(dir.FullName, "resource-report.json"), Path.Combine(dir.FullName, "deepkernels.fatbin")));
+        if (profile.SassTool is null) Assert.Ignore("no cuobjdump: " + string.Join(" ", profile.Notes));
+        foreach (var (kernel, mma) in hopper)
+        {
+            var mix = profile.Kernels.Single(k => k.Kernel == kernel && k.Arch == "sm_90a").Sass;
+            Assert.That(mix, Is.Not.Null, $"{kernel}: no SASS for sm_90a (cuobjdump {profile.SassTool})");
+            Assert.That(mix!.Count(mma), Is.Positive, $"{kernel}: no {mma} in its sm_90a SASS");
+            Assert.That(mix.Count("UTMALDG"), Is.Positive, $"{kernel}: no TMA load");
+            Assert.That(mix.Count("USETMAXREG"), Is.Positive, $"{kernel}: setmaxnreg was dropped (ptxas warning C7508?)");
+            Assert.That(mix.Count("LDL") + mix.Count("STL"), Is.Zero, $"{kernel}: local memory traffic");
+        }
+    }
+
+    [Test]
     public void NoKernelSpillsRegisters()
     {
         var (_, _, report) = LoadOrSkip();
