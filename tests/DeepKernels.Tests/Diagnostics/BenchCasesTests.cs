@@ -39,6 +39,34 @@ public class BenchCasesTests
     }
 
     [Test]
+    public void QuantizationOpsAreBenchmarkedWhereTheyHaveKernels()
+    {
+        // Weight quantization and dequantization run on both backends (dk_fp8_quantize_weight_blocks,
+        // dk_dequantize_weight_fp8); activation dequantization has no CUDA kernel, so no CUDA case.
+        var cpu = ListNames("--backend", "cpu", "--op", "weight-quant,weight-dequant,act-dequant");
+        var cuda = ListNames("--backend", "cuda", "--op", "weight-quant,weight-dequant,act-dequant");
+        Assert.That(cpu, Does.Contain("weight-quant N=4096 K=7168").And.Contain("weight-dequant N=7168 K=2048").And.Contain("act-dequant M=4096 K=7168"));
+        Assert.That(cuda, Does.Contain("weight-quant N=2112 K=7168").And.Contain("weight-dequant N=4096 K=7168"));
+        Assert.That(cuda.Any(n => n.StartsWith("act-dequant", StringComparison.Ordinal)), Is.False);
+        var quant = OpBenchRegistry.ForOp("weight-quant").Single(c => c.Name == "weight-quant N=7168 K=2048");
+        Assert.That(quant.Bytes, Is.EqualTo(7168.0 * 2048 * 3 + 4.0 * 56 * 16), "BF16 read, FP8 written, one FP32 scale per 128x128 block");
+
+        string json = Path.Combine(Path.GetTempPath(), $"dk-bench-{Guid.NewGuid():N}.json");
+        try
+        {
+            var (code, output, err) = Cli("bench", "--backend", "cpu", "--op", "act-dequant", "--case", "act-dequant M=128 K=7168", "--repeats", "2", "--warmup", "0", "--json", json);
+            Assert.That(code, Is.EqualTo(0), err + output);
+            var result = BenchReport.FromJson(File.ReadAllText(json)).Results.Single();
+            Assert.That(result.GBps, Is.Positive);
+            Assert.That(result.Bytes, Is.EqualTo(128.0 * 7168 * 5 + 4.0 * 128 * 56));
+        }
+        finally
+        {
+            File.Delete(json);
+        }
+    }
+
+    [Test]
     public void CudaListHasBothGemmKernelsAtEveryShape()
     {
         var names = ListNames("--backend", "cuda", "--op", "gemm");

@@ -24,6 +24,7 @@ public static class OpBenchRegistry
     {
         var cases = new List<OpBenchCase>();
         AddActivationQuantization(cases);
+        QuantizationBenchCases.Add(cases);
         GemmBenchCases.Add(cases);
         MoeRouterBenchCases.Add(cases);
         MoeBenchCases.Add(cases);
