@@ -11,7 +11,7 @@
 #                then `deepkernels profile` on it
 #   4 tests      the [Category("Cuda")] tests through vstest.console (results: cuda-tests.trx)
 #   5 bench      `deepkernels bench --backend cuda` for every op at its anchor shapes, within a time
-#                budget: the smallest case of every op (and GEMM kernel variant) first, then the rest;
+#                budget: the smallest case of every op (and kernel variant) first, then the rest;
 #                each result lists the kernels it launched (traced driver)
 #   6 peers      PyTorch peers (torch._scaled_mm, matmul, _grouped_mm, SDPA) when torch sees the GPU
 #   7 sanitizer  compute-sanitizer memcheck, one case per kernel of the fatbin: coverage.py picks, for

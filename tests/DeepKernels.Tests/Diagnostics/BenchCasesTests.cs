@@ -80,17 +80,22 @@ public class BenchCasesTests
     public void CudaListHasTheIssueGridsForMlaMoeAndGroupedGemm()
     {
         var mla = ListNames("--backend", "cuda", "--op", "mla-decode");
-        Assert.That(mla, Has.Count.EqualTo(64));
+        Assert.That(mla, Has.Count.EqualTo(128), "the issue's 64 cases, for the portable and the Hopper kernel");
         foreach (string seqlen in new[] { "seqlen=4096", "seqlen=8192", "seqlen=varlen4096", "seqlen=varlen8192" })
             foreach (int h in new[] { 16, 32, 64, 128 })
                 foreach (int s in new[] { 1, 2 })
                     foreach (string cache in new[] { "bf16", "fp8" })
-                        Assert.That(mla, Does.Contain($"mla-decode b=128 {seqlen} h_q={h} s_q={s} {cache}"));
+                        foreach (string variant in new[] { "portable", "sm90" })
+                            Assert.That(mla, Does.Contain($"mla-decode b=128 {seqlen} h_q={h} s_q={s} {cache} {variant}"));
+        Assert.That(OpBenchRegistry.ForOp("mla-decode").Where(c => c.RunsOn("cuda")).Select(c => c.OpVariant).Distinct(),
+            Is.EquivalentTo(new[] { "mla-decode/portable", "mla-decode/sm90" }));
         var moe = ListNames("--backend", "cuda", "--op", "moe-layer");
         Assert.That(moe, Is.EqualTo(new[] { 1, 16, 128, 4096 }.Select(t => $"moe-layer T={t} E=256 k=8 H=7168 I=2048").ToList()));
         var grouped = ListNames("--backend", "cuda", "--op", "grouped-gemm");
         foreach (string c in new[] { "contiguous G=4 M=16384 N=4096 K=7168", "contiguous G=8 M=32768 N=7168 K=2048", "masked G=1 expected_m=1024", "masked G=4 expected_m=256", "masked G=32 expected_m=192" })
-            Assert.That(grouped.Any(n => n.Contains(c, StringComparison.Ordinal)), Is.True, c);
+            foreach (string variant in new[] { "portable", "sm90" })
+                Assert.That(grouped.Any(n => n.Contains(c, StringComparison.Ordinal) && n.EndsWith(" " + variant, StringComparison.Ordinal)), Is.True, $"{c} {variant}");
+        Assert.That(grouped, Has.Count.EqualTo(20));
     }
 
     [Test]
@@ -184,16 +189,17 @@ public class BenchCasesTests
         Assert.That(r.Variant, Is.EqualTo("sm90"));
     }
 
-    [Test]
-    public void VariantIsPinnedThroughTheEnvironmentOnlyWhileTheCaseRuns()
+    [TestCase("gemm", KernelVariantScope.GemmVariable)]
+    [TestCase("grouped-gemm", KernelVariantScope.GemmVariable)]
+    [TestCase("mla-decode", KernelVariantScope.MlaVariable)]
+    public void VariantIsPinnedThroughTheOpsVariableOnlyWhileTheCaseRuns(string op, string name)
     {
-        const string name = GemmVariantScope.EnvironmentVariable;
         string? before = Environment.GetEnvironmentVariable(name);
         try
         {
             Environment.SetEnvironmentVariable(name, "auto");
             string? seen = null;
-            var c = new OpBenchCase("x", "x", new Dictionary<string, long>(), 1, 1, MathPrecision.Fp8, BenchTargets.All,
+            var c = new OpBenchCase(op, "x", new Dictionary<string, long>(), 1, 1, MathPrecision.Fp8, BenchTargets.All,
                 _ => new DelegateBenchInstance(() => seen = Environment.GetEnvironmentVariable(name))) { Variant = "portable" };
             BenchRunner.Run(c, CpuBackend.Default, new StopwatchTimer(), BenchLimits.None, 0, 1);
             Assert.That(seen, Is.EqualTo("portable"));
@@ -203,6 +209,7 @@ public class BenchCasesTests
         {
             Environment.SetEnvironmentVariable(name, before);
         }
+        Assert.Throws<ArgumentException>(() => KernelVariantScope.VariableFor("rmsnorm"));
     }
 
     [Test]

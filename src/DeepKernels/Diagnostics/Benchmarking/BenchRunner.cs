@@ -13,7 +13,7 @@ public static class BenchRunner
         ArgumentNullException.ThrowIfNull(backend);
         ArgumentNullException.ThrowIfNull(timer);
         ArgumentNullException.ThrowIfNull(limits);
-        using var variant = new GemmVariantScope(benchCase.Variant);
+        using var variant = new KernelVariantScope(benchCase.Op, benchCase.Variant);
         trace?.Clear();
         using var instance = benchCase.Prepare(backend);
         backend.Synchronize();
@@ -49,27 +49,40 @@ public static class BenchRunner
 }
 
 /// <summary>
-/// Pins the CUDA FP8 GEMM kernel for one case through <c>DEEPKERNELS_GEMM_KERNEL</c> (read by the
-/// CUDA backend at every GEMM call) and restores the previous value afterwards.
+/// Pins the CUDA kernel of one case (<see cref="OpBenchCase.Variant"/>: "portable" or "sm90")
+/// through the variable the CUDA backend reads at every call: <c>DEEPKERNELS_MLA_KERNEL</c> for MLA
+/// decode, <c>DEEPKERNELS_GEMM_KERNEL</c> for the dense and grouped FP8 GEMMs. Restores the
+/// previous value afterwards.
 /// </summary>
-internal sealed class GemmVariantScope : IDisposable
+internal sealed class KernelVariantScope : IDisposable
 {
-    /// <summary>The environment variable the CUDA backend reads (see CudaBackend.GemmSm90.cs).</summary>
-    public const string EnvironmentVariable = "DEEPKERNELS_GEMM_KERNEL";
+    /// <summary>The variable that picks the FP8 GEMM kernels (see CudaBackend.GemmSm90.cs).</summary>
+    public const string GemmVariable = "DEEPKERNELS_GEMM_KERNEL";
 
-    private readonly bool _active;
+    /// <summary>The variable that picks the MLA decode kernel (see CudaBackend.MlaDecodeSm90.cs).</summary>
+    public const string MlaVariable = "DEEPKERNELS_MLA_KERNEL";
+
+    private readonly string? _variable;
     private readonly string? _previous;
 
-    public GemmVariantScope(string? variant)
+    public KernelVariantScope(string op, string? variant)
     {
         if (variant is null) return;
-        _active = true;
-        _previous = Environment.GetEnvironmentVariable(EnvironmentVariable);
-        Environment.SetEnvironmentVariable(EnvironmentVariable, variant);
+        _variable = VariableFor(op);
+        _previous = Environment.GetEnvironmentVariable(_variable);
+        Environment.SetEnvironmentVariable(_variable, variant);
     }
+
+    /// <summary>The variable that pins the kernel of <paramref name="op"/>.</summary>
+    public static string VariableFor(string op) => op switch
+    {
+        "mla-decode" => MlaVariable,
+        "gemm" or "grouped-gemm" => GemmVariable,
+        _ => throw new ArgumentException($"op '{op}' has no kernel variants (expected gemm, grouped-gemm or mla-decode).", nameof(op)),
+    };
 
     public void Dispose()
     {
-        if (_active) Environment.SetEnvironmentVariable(EnvironmentVariable, _previous);
+        if (_variable is not null) Environment.SetEnvironmentVariable(_variable, _previous);
     }
 }

@@ -9,8 +9,8 @@ namespace DeepKernels.Diagnostics.Benchmarking;
 internal static class GemmBenchCases
 {
     /// <summary>DeepSeek-V3's (N, K) pairs: q_a/kv_a fused, q_b, kv_b, o_proj, expert gate_up, expert down.</summary>
-    /// <summary>The CUDA dense FP8 GEMM kernels, as DEEPKERNELS_GEMM_KERNEL names them.</summary>
-    internal static readonly string[] GemmVariants = ["portable", "sm90"];
+    /// <summary>The CUDA kernels of the FP8 GEMMs and MLA decode, as DEEPKERNELS_GEMM_KERNEL and DEEPKERNELS_MLA_KERNEL name them.</summary>
+    internal static readonly string[] KernelVariants = ["portable", "sm90"];
 
     internal static readonly (int N, int K)[] NkPairs = [(2112, 7168), (24576, 1536), (32768, 512), (7168, 16384), (4096, 7168), (7168, 2048)];
 
@@ -19,7 +19,7 @@ internal static class GemmBenchCases
         // CUDA: every M of the issue at every (N, K), for both kernels (pinned through
         // DEEPKERNELS_GEMM_KERNEL; the sm90 cases report "not supported" off Hopper). CPU: decode
         // and a small prefill at three pairs.
-        foreach (string variant in GemmVariants)
+        foreach (string variant in KernelVariants)
             foreach (int m in new[] { 1, 4, 16, 64, 128, 512, 4096 })
                 foreach (var (n, k) in NkPairs)
                     cases.Add(Dense(m, n, k, BenchTargets.Cuda, " " + variant) with { Variant = variant });
@@ -27,12 +27,15 @@ internal static class GemmBenchCases
             foreach (var (n, k) in new[] { (2112, 7168), (4096, 7168), (7168, 2048) })
                 cases.Add(Dense(m, n, k, BenchTargets.Cpu, " cpu"));
 
-        // Grouped, contiguous: G groups of `rows` rows each. Masked: (G, expected_m).
-        foreach (var (n, k) in new[] { (4096, 7168), (7168, 2048) })
-        {
-            foreach (int g in new[] { 4, 8 }) cases.Add(Contiguous(g, 4096, n, k, BenchTargets.Cuda, ""));
-            foreach (var (g, em) in new[] { (1, 1024), (4, 256), (32, 192) }) cases.Add(Masked(g, em, n, k, BenchTargets.Cuda, ""));
-        }
+        // Grouped, contiguous: G groups of `rows` rows each. Masked: (G, expected_m). Both kernels
+        // on CUDA, as for the dense GEMM.
+        foreach (string variant in KernelVariants)
+            foreach (var (n, k) in new[] { (4096, 7168), (7168, 2048) })
+            {
+                foreach (int g in new[] { 4, 8 }) cases.Add(Contiguous(g, 4096, n, k, BenchTargets.Cuda, " " + variant) with { Variant = variant });
+                foreach (var (g, em) in new[] { (1, 1024), (4, 256), (32, 192) })
+                    cases.Add(Masked(g, em, n, k, BenchTargets.Cuda, " " + variant) with { Variant = variant });
+            }
         // CPU uses a few experts and rows so weights and time fit a small machine.
         cases.Add(Contiguous(4, 64, 7168, 2048, BenchTargets.Cpu, " cpu"));
         cases.Add(Masked(4, 16, 4096, 7168, BenchTargets.Cpu, " cpu"));

@@ -16,14 +16,16 @@ internal static class MlaBenchCases
     {
         // The whole grid: b = 128, mean seqlen 4096/8192 (fixed and varlen), h_q 16..128,
         // s_q 1 (decode) and 2 (MTP, causal), BF16 and FP8 caches. CUDA runs all of it; the CPU
-        // gets the same grid behind --full (minutes per case on a small machine).
+        // gets the same grid behind --full (minutes per case on a small machine). CUDA times both
+        // kernels (DEEPKERNELS_MLA_KERNEL=portable|sm90; sm90 reports "not supported" off Hopper).
         foreach (var layout in new[] { LatentCacheLayout.BFloat16, LatentCacheLayout.Fp8 })
             foreach (int seqlen in new[] { 4096, 8192 })
                 foreach (bool varlen in new[] { false, true })
                     foreach (int sQ in new[] { 1, 2 })
                         foreach (int h in new[] { 16, 32, 64, 128 })
                         {
-                            cases.Add(Case(128, seqlen, varlen, h, sQ, layout, BenchTargets.Cuda, ""));
+                            foreach (string variant in GemmBenchCases.KernelVariants)
+                                cases.Add(Case(128, seqlen, varlen, h, sQ, layout, BenchTargets.Cuda, " " + variant) with { Variant = variant });
                             cases.Add(Case(128, seqlen, varlen, h, sQ, layout, BenchTargets.Cpu, " cpu") with { FullGridOnly = true });
                         }
         // CPU default: the target is stated at h_q = 16; a batch small enough for this machine.
