@@ -50,6 +50,16 @@ def match_peer(peer, results):
     return min(matches, key=lambda r: r.get("medianMs") or float("inf"), default=None)
 
 
+def variant_pairs(results):
+    """(case without its variant, portable ms, sm90 ms) for every shape measured with both kernels."""
+    by_base = {}
+    for r in results:
+        variant = r.get("variant")
+        if variant in ("portable", "sm90") and r["name"].endswith(" " + variant) and r.get("medianMs"):
+            by_base.setdefault(r["name"][: -len(variant) - 1], {})[variant] = r["medianMs"]
+    return [(base, v["portable"], v["sm90"]) for base, v in by_base.items() if "portable" in v and "sm90" in v]
+
+
 def main(argv):
     if len(argv) not in (5, 6):
         raise SystemExit(__doc__)
@@ -111,6 +121,11 @@ def main(argv):
             pc = "-" if r.get("percentComputePeak") is None else f"{r['percentComputePeak']:.1f}"
             pm = "-" if r.get("percentMemoryPeak") is None else f"{r['percentMemoryPeak']:.1f}"
             md.append(f"| {r['name']} | {r['medianMs']:.4f} | {r['gflops'] / 1000:.2f} | {r['gBps']:.0f} | {pc} | {pm} |")
+    pairs = variant_pairs(results)
+    if pairs:
+        md += ["", "## Hopper kernels against the portable ones (same shape, same run)", "",
+               "| case | portable ms | sm90 ms | sm90 speedup |", "|---|---:|---:|---:|"]
+        md += [f"| {base} | {p:.4f} | {h:.4f} | {p / h:.2f}x |" for base, p, h in pairs]
     decode = [r for r in results + (bench_v3 or {}).get("results", []) if r.get("tokensPerSecond") is not None]
     if decode:
         md += ["", "## Model decode", "", "| case | step ms | tok/s | ms/layer | GB/s | % memory peak |", "|---|---:|---:|---:|---:|---:|"]

@@ -150,6 +150,7 @@ public class GpuBundleTests
         Assert.That(md, Does.Contain("| torch._scaled_mm fp8 M=128 N=7168 K=2048 | 94.00 | 375 | gemm M=128 N=7168 K=2048 sm90 | 75.20 | 0.80 |"), md);
         Assert.That(md, Does.Contain("| torch.matmul bf16 M=128 N=7168 K=2048 | 37.00 | 300 | gemm M=128 N=7168 K=2048 sm90 | 75.20 | 2.00 |"), md);
         Assert.That(md, Does.Contain("| sdpa decompressed b=128 s=4096 h=16 | 1.00 | 3000 | - | - | - |"), md);
+        Assert.That(md, Does.Contain("| gemm M=128 N=7168 K=2048 | 0.2000 | 0.0500 | 4.00x |"), "the Hopper kernel against the portable one");
         using var report = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "report.json")));
         Assert.That(report.RootElement.GetProperty("emulated").GetBoolean(), Is.False);
         Assert.That(report.RootElement.GetProperty("comparisons")[0].GetProperty("ours_gbps").GetDouble(), Is.EqualTo(300).Within(1e-9));
