@@ -14,7 +14,7 @@
 #                budget: the smallest case of every op (and kernel variant) first, then the rest;
 #                each result lists the kernels it launched (traced driver)
 #   6 peers      PyTorch peers (torch._scaled_mm, matmul, _grouped_mm, SDPA) when torch sees the GPU
-#   7 sanitizer  compute-sanitizer memcheck, one case per kernel of the fatbin: coverage.py picks, for
+#   7 sanitizer  compute-sanitizer memcheck, one case per kernel of the fatbin (six cases per process): coverage.py picks, for
 #                each kernel, the cheapest benchmark case that launched it (kernels no case launched
 #                are listed as uncovered in coverage.json and the report); without bench results,
 #                the smallest case of every op
@@ -231,24 +231,28 @@ else
       mapfile -t plan < <("${CLI[@]}" bench --backend $BACKEND --smallest --list 2>/dev/null | cut -c16-)
       how="smallest case per op (no bench results to map kernels)"
     fi
-    n=0; unusable=""
-    for case_name in "${plan[@]}"; do
+    # A few cases per compute-sanitizer process (--cases-file): starting .NET and loading the
+    # instrumented fatbin costs seconds per process, so one case per process would not fit 8 minutes.
+    n=0; unusable=""; per=6
+    for (( i = 0; i < ${#plan[@]}; i += per )); do
       n=$(( n + 1 ))
-      t=$(slot 40 5)
-      if (( t <= 1 )); then bad+="[$case_name: no time] "; continue; fi
-      echo "[verify $(( $(date +%s) - START ))s] sanitizer $n/${#plan[@]}: $case_name"
+      part=("${plan[@]:i:per}")
+      t=$(slot 120 5)
+      if (( t <= 1 )); then bad+="[no time for: $(IFS=';'; echo "${part[*]}")] "; continue; fi
+      printf '%s\n' "${part[@]}" > "$OUT/sanitizer-$n.cases"
+      echo "[verify $(( $(date +%s) - START ))s] sanitizer $n: cases $(( i + 1 ))-$(( i + ${#part[@]} )) of ${#plan[@]}"
       log="$OUT/sanitizer-$n.log"
-      if timeout "$t" compute-sanitizer --tool memcheck --error-exitcode 86 "${CLI[@]}" bench --backend $BACKEND --case "$case_name" --repeats 1 --warmup 0 \
+      if timeout "$t" compute-sanitizer --tool memcheck --error-exitcode 86 "${CLI[@]}" bench --backend $BACKEND --cases-file "$OUT/sanitizer-$n.cases" --repeats 1 --warmup 0 \
            > "$log" 2>&1; then rc=0; else rc=$?; fi
-      checked=$(( checked + 1 ))
+      checked=$(( checked + ${#part[@]} ))
       summary="$(grep -o 'ERROR SUMMARY: [0-9]* error' "$log" | tail -n 1 | grep -o '[0-9][0-9]*')"
       if [[ -n "$summary" ]] && ! grep -q 'Device not supported' "$log"; then
-        # The tool ran the case: memcheck errors, or the case itself failing under it, are failures.
-        if [[ "$summary" != 0 || $rc != 0 ]]; then bad+="[$case_name: $summary errors, exit $rc, sanitizer-$n.log] "; fi
-      elif [[ $rc == 124 ]]; then bad+="[$case_name: timed out, sanitizer-$n.log] "
-      elif (( checked > 1 )); then bad+="[$case_name: no error summary, exit $rc, sanitizer-$n.log] "
+        # The tool ran the cases: memcheck errors, or a case failing under it, are failures (the log names the kernel).
+        if [[ "$summary" != 0 || $rc != 0 ]]; then bad+="[sanitizer-$n.log: $summary errors, exit $rc] "; fi
+      elif [[ $rc == 124 ]]; then bad+="[sanitizer-$n.log: timed out after ${t} s] "
+      elif (( n > 1 )); then bad+="[sanitizer-$n.log: no error summary, exit $rc] "
       else
-        # No error summary on the first case: the tool cannot run here at all (seen: a toolkit without its
+        # No error summary from the first run: the tool cannot run here at all (seen: a toolkit without its
         # injection library; "Device not supported" under gVisor). That checks nothing, and says nothing of our kernels.
         unusable="$(grep -v 'COMPUTE-SANITIZER' "$log" | grep -m 1 '=========' | sed 's/^=* *//')"
         unusable="${unusable:-exit $rc without an error summary}"

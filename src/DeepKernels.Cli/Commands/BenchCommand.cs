@@ -26,7 +26,7 @@ internal sealed class BenchCommand : ICliCommand
 
     public string Name => "bench";
 
-    public string Summary => "Time each op at its anchor shapes: --backend cpu|cuda|cuda-emu [--op NAME[,NAME...]] [--case TEXT] [--full] [--smallest] [--budget-s N] [--json FILE] [--repeats N] [--warmup N] [--list].";
+    public string Summary => "Time each op at its anchor shapes: --backend cpu|cuda|cuda-emu [--op NAME[,NAME...]] [--case TEXT | --cases-file FILE] [--full] [--smallest] [--budget-s N] [--json FILE] [--repeats N] [--warmup N] [--list].";
 
     /// <summary>Every case: the library's op cases and the model decode cases.</summary>
     internal static IReadOnlyList<OpBenchCase> Registry { get; } = [.. OpBenchRegistry.All, .. ModelBenchCases.All];
@@ -39,6 +39,7 @@ internal sealed class BenchCommand : ICliCommand
         string backendName = args.String("backend", "cpu").ToLowerInvariant();
         string? op = args.String("op");
         string? caseFilter = args.String("case");
+        string? casesFile = args.String("cases-file");
         string? jsonPath = args.String("json");
         int repeats = args.Int("repeats", 10, 1, 10_000);
         int warmup = args.Int("warmup", 3, 0, 10_000);
@@ -61,6 +62,9 @@ internal sealed class BenchCommand : ICliCommand
             selected = Registry.Where(c => ops.Contains(c.Op, StringComparer.OrdinalIgnoreCase)).ToList();
         }
         selected = selected.Where(c => c.RunsOn(backendName) && (full || !c.FullGridOnly)).ToList();
+        if (caseFilter is not null && casesFile is not null)
+            throw new CliUsageException("--case and --cases-file exclude each other.");
+        if (casesFile is not null) selected = FromCasesFile(casesFile, selected);
         if (caseFilter is not null)
         {
             var all = selected;
@@ -232,5 +236,35 @@ internal sealed class BenchCommand : ICliCommand
         string? dir = Path.GetDirectoryName(Path.GetFullPath(path));
         if (dir is not null) Directory.CreateDirectory(dir);
         File.WriteAllText(path, report.ToJson());
+    }
+
+    /// <summary>
+    /// The cases named in <paramref name="path"/>, one exact name per line (blank lines and lines
+    /// starting with '#' skipped), in the file's order: one process runs them all (the GPU bundle
+    /// runs its compute-sanitizer cases this way, so the instrumented module loads once).
+    /// </summary>
+    private static List<OpBenchCase> FromCasesFile(string path, IReadOnlyList<OpBenchCase> available)
+    {
+        string[] lines;
+        try
+        {
+            lines = File.ReadAllLines(path);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new CliUsageException($"cannot read --cases-file '{path}': {e.Message}");
+        }
+        var byName = available.ToDictionary(c => c.Name, StringComparer.OrdinalIgnoreCase);
+        var cases = new List<OpBenchCase>();
+        foreach (string raw in lines)
+        {
+            string name = raw.Trim();
+            if (name.Length == 0 || name.StartsWith('#')) continue;
+            if (!byName.TryGetValue(name, out var c))
+                throw new CliUsageException($"--cases-file '{path}': no case is named '{name}' for this backend and op selection.");
+            if (!cases.Contains(c)) cases.Add(c);
+        }
+        if (cases.Count == 0) throw new CliUsageException($"--cases-file '{path}' names no case.");
+        return cases;
     }
 }

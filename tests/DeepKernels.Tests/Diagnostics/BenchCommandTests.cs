@@ -39,6 +39,35 @@ public class BenchCommandTests
     }
 
     [Test]
+    public void CasesFileRunsTheNamedCasesInOneProcessAndRejectsUnknownNames()
+    {
+        string dir = Directory.CreateTempSubdirectory("dk-cases-").FullName;
+        try
+        {
+            string file = Path.Combine(dir, "cases.txt"), json = Path.Combine(dir, "out.json");
+            File.WriteAllText(file, "# sanitizer batch\nact-dequant M=1 K=7168\n\nrmsnorm T=1 H=7168\n");
+            var (code, output, err) = Cli("bench", "--backend", "cpu", "--cases-file", file, "--repeats", "1", "--warmup", "0", "--json", json);
+            Assert.That(code, Is.EqualTo(0), err + output);
+            Assert.That(BenchReport.FromJson(File.ReadAllText(json)).Results.Select(r => r.Name), Is.EqualTo(new[] { "act-dequant M=1 K=7168", "rmsnorm T=1 H=7168" }));
+
+            File.WriteAllText(file, "rmsnorm T=1 H=7168\nrmsnorm T=3 H=7168\n");
+            (code, _, err) = Cli("bench", "--backend", "cpu", "--cases-file", file, "--list");
+            Assert.That(code, Is.EqualTo(2));
+            Assert.That(err, Does.Contain("no case is named 'rmsnorm T=3 H=7168'"));
+            (code, _, err) = Cli("bench", "--backend", "cpu", "--cases-file", file, "--case", "rmsnorm", "--list");
+            Assert.That(code, Is.EqualTo(2));
+            Assert.That(err, Does.Contain("exclude each other"));
+            (code, _, err) = Cli("bench", "--backend", "cpu", "--cases-file", Path.Combine(dir, "missing.txt"), "--list");
+            Assert.That(code, Is.EqualTo(2));
+            Assert.That(err, Does.Contain("cannot read --cases-file"));
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Test]
     public void UnknownBackendIsAUsageError()
     {
         var (code, _, err) = Cli("bench", "--backend", "tpu");

@@ -78,7 +78,7 @@ public class GpuBundleTests
     [TestCase(new[] { "--work" }, "--work needs a directory")]
     public void BadArgumentsExitWith2(string[] args, string message)
     {
-        var (code, log) = Bash(_temp, 30, default, [Path.Combine(_bundle, "verify.sh"), .. args]);
+        var (code, log) = Bash(_temp, 30, [], [Path.Combine(_bundle, "verify.sh"), .. args]);
         Assert.That(code, Is.EqualTo(2), log);
         Assert.That(log, Does.Contain(message));
     }
@@ -157,10 +157,12 @@ public class GpuBundleTests
     }
 
     [Test]
-    public void EmulatorRehearsalRunsEveryGpuStepOnTheKernelEmulator()
+    public void EmulatorRehearsalRunsEveryGpuStepAndReportsASanitizerFinding()
     {
         // verify.sh --emulate: the GPU branch of the script (native build, profile, CUDA tests through the
         // bundled vstest, traced bench, kernel coverage, sanitizer, report) with the emulator as the device.
+        // compute-sanitizer is a stand-in that runs the cases it is given and plants one memcheck error
+        // when they include rmsnorm, so the run must end with exit 1 and name the log.
         if (!System.IO.File.Exists(Path.Combine(TestContext.CurrentContext.TestDirectory, "libdeepkernels_emu.so")))
             Assert.Ignore("the kernel emulator was not built");
         var (found, _) = Bash(_temp, 10, default, "-c", "command -v nvcc || test -x /usr/local/cuda/bin/nvcc");
@@ -168,11 +170,28 @@ public class GpuBundleTests
         string output = Path.Combine(_temp, "emulate");
         // With the CUDA 12 compiler CI fetches (tools/nvcc12/fetch.sh), the native step builds sm_90a as on an H200.
         string cuda12 = Path.Combine(_root, ".toolchain", "cuda", "nvcc");
+        string tools = Path.Combine(_temp, "fake-tools");
+        Directory.CreateDirectory(tools);
+        File.WriteAllText(Path.Combine(tools, "compute-sanitizer"), """
+            #!/usr/bin/env bash
+            while [[ "$1" == --* ]]; do case "$1" in --tool|--error-exitcode) shift 2 ;; *) shift ;; esac; done
+            echo "========= COMPUTE-SANITIZER"
+            "$@"; rc=$?
+            file=""; prev=""; for a in "$@"; do [[ "$prev" == --cases-file ]] && file="$a"; prev="$a"; done
+            if [[ -n "$file" ]] && grep -q rmsnorm "$file"; then
+              echo "========= Invalid __global__ read of size 4 bytes"; echo "=========     at dk_rms_norm"
+              echo "========= ERROR SUMMARY: 1 error"; exit 86
+            fi
+            echo "========= ERROR SUMMARY: 0 errors"; exit $rc
+            """.Replace("\r", ""));
+        if (OperatingSystem.IsLinux())
+            File.SetUnixFileMode(Path.Combine(tools, "compute-sanitizer"), UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
         var (code, log) = Bash(_bundle, 600,
-            ("VERIFY_TEST_FILTER", "(FullyQualifiedName~CudaActivationQuantizationTests|FullyQualifiedName~CudaNormActTests)"),
-            ("NVCC", File.Exists(cuda12) ? cuda12 : ""),
+            [("VERIFY_TEST_FILTER", "(FullyQualifiedName~CudaActivationQuantizationTests|FullyQualifiedName~CudaNormActTests)"),
+             ("NVCC", File.Exists(cuda12) ? cuda12 : ""),
+             ("PATH", tools + ":" + Environment.GetEnvironmentVariable("PATH"))],
             ["verify.sh", output, "--emulate"]);
-        Assert.That(code, Is.EqualTo(0), log);
+        Assert.That(code, Is.EqualTo(1), log);
         using var report = JsonDocument.Parse(File.ReadAllText(Path.Combine(output, "report.json")));
         var root = report.RootElement;
         Assert.That(root.GetProperty("emulated").GetBoolean(), Is.True);
@@ -180,7 +199,13 @@ public class GpuBundleTests
         foreach (string step in new[] { "unpack", "gpu", "native", "tests", "bench", "report" })
             Assert.That(steps[step].GetProperty("status").GetString(), Is.EqualTo("ok"), $"{step}: {steps[step].GetProperty("detail")}");
         Assert.That(steps["peers"].GetProperty("status").GetString(), Is.EqualTo("skipped"));
-        Assert.That(steps["sanitizer"].GetProperty("status").GetString(), Is.AnyOf("ok", "skipped"), steps["sanitizer"].GetProperty("detail").GetString());
+        // All four traced cases ran in one sanitizer process (--cases-file); the planted error fails the step.
+        Assert.That(steps["sanitizer"].GetProperty("status").GetString(), Is.EqualTo("failed"));
+        Assert.That(steps["sanitizer"].GetProperty("detail").GetString(), Does.Contain("sanitizer-1.log: 1 errors, exit 86"));
+        Assert.That(File.ReadAllLines(Path.Combine(output, "sanitizer-1.cases")), Has.Length.EqualTo(4));
+        string sanitized = File.ReadAllText(Path.Combine(output, "sanitizer-1.log"));
+        foreach (string c in File.ReadAllLines(Path.Combine(output, "sanitizer-1.cases")))
+            Assert.That(sanitized, Does.Contain(c), "every case of the file ran under the sanitizer");
         var tests = root.GetProperty("cuda_tests");
         Assert.That(tests.GetProperty("passed").GetInt32(), Is.GreaterThanOrEqualTo(20));
         Assert.That(tests.GetProperty("failed").GetInt32(), Is.Zero);
@@ -208,14 +233,13 @@ public class GpuBundleTests
     }
 
     private static (int Code, string Output) Bash(string workingDirectory, int timeoutSeconds, (string Name, string Value) env, params string[] args) =>
-        Bash(workingDirectory, timeoutSeconds, env, default, args);
+        Bash(workingDirectory, timeoutSeconds, env.Name is null ? Array.Empty<(string, string)>() : [env], args);
 
-    private static (int Code, string Output) Bash(string workingDirectory, int timeoutSeconds, (string Name, string Value) env, (string Name, string Value) env2, string[] args)
+    private static (int Code, string Output) Bash(string workingDirectory, int timeoutSeconds, (string Name, string Value)[] env, string[] args)
     {
         var psi = new ProcessStartInfo("bash") { WorkingDirectory = workingDirectory, RedirectStandardOutput = true, RedirectStandardError = true };
         foreach (string a in args) psi.ArgumentList.Add(a);
-        foreach (var (name, value) in new[] { env, env2 })
-            if (name is not null) psi.Environment[name] = value;
+        foreach (var (name, value) in env) psi.Environment[name] = value;
         using var p = Process.Start(psi)!;
         var stderr = p.StandardError.ReadToEndAsync();
         var stdout = p.StandardOutput.ReadToEndAsync();
