@@ -14,10 +14,10 @@
 #                budget: the smallest case of every op (and kernel variant) first, then the rest;
 #                each result lists the kernels it launched (traced driver)
 #   6 peers      PyTorch peers (torch._scaled_mm, matmul, _grouped_mm, SDPA) when torch sees the GPU
-#   7 sanitizer  compute-sanitizer memcheck, one case per kernel of the fatbin (six cases per process): coverage.py picks, for
-#                each kernel, the cheapest benchmark case that launched it (kernels no case launched
-#                are listed as uncovered in coverage.json and the report); without bench results,
-#                the smallest case of every op
+#   7 sanitizer  compute-sanitizer memcheck, one case per kernel of the fatbin, six cases per process
+#                (bench --cases-file): coverage.py picks, for each kernel, the cheapest benchmark case
+#                that launched it (kernels no case launched are listed as uncovered in coverage.json
+#                and the report); without bench results, the smallest case of every op
 #   8 report     report.json + report.md in OUTDIR
 # --v3-bench adds, after step 7 and with 360 s more budget, `bench-v3`: the DeepSeek-V3 4-layer
 # model-decode cases (batch 1, 8, 64; real widths, 256 experts): a 17 GB synthetic checkpoint is
@@ -38,7 +38,8 @@ set -uo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 START=$(date +%s)
 
-usage() { sed -n '2,30p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+# The header comment above, up to the first line of code.
+usage() { sed -n '2,/^set -uo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'; }
 OUT=""; WORK=""; DRY=0; EMULATE=0; SKIP_PEERS=0; SKIP_SAN=0; SKIP_BENCH=0; V3_BENCH=0
 while [[ $# -gt 0 ]]; do
   case "$1" in

@@ -223,6 +223,16 @@ public class GpuBundleTests
         Assert.That(File.ReadAllText(Path.Combine(output, "profile.txt")), Does.Contain("Resources:"));
     }
 
+    [Test]
+    public void HelpShowsTheWholeHeaderWithEveryOptionAndTheExitCodes()
+    {
+        var (code, log) = Bash(_temp, 30, default, Path.Combine(_bundle, "verify.sh"), "--help");
+        Assert.That(code, Is.Zero, log);
+        foreach (string option in new[] { "--dry-run", "--emulate", "--v3-bench", "--skip-sanitizer", "--work", "VERIFY_TEST_FILTER", "Exit codes", "3 no usable GPU" })
+            Assert.That(log, Does.Contain(option));
+        Assert.That(log, Does.Not.Contain("set -uo"), "the help stops before the code");
+    }
+
     [TestCase("--dry-run", "--emulate", "exclude each other")]
     [TestCase("--emulate", "--v3-bench", "needs a GPU")]
     public void EmulateRefusesOptionsItCannotHonour(string first, string second, string message)
