@@ -64,12 +64,22 @@ public class BenchHarnessTests
     public void StopwatchTimerWarmsUpAndBatchesShortBodies()
     {
         int calls = 0;
-        var timer = new StopwatchTimer { MinSampleMilliseconds = 0 };
+        var timer = new StopwatchTimer { MinSampleMilliseconds = 0, MinWarmupMilliseconds = 0 };
         double[] samples = timer.Time(() => calls++, warmup: 2, repeats: 5);
         // 2 warm-up + 1 calibration + 5 samples of one run each (no batching with a 0 ms target).
         Assert.That(calls, Is.EqualTo(8));
         Assert.That(samples, Has.Length.EqualTo(5));
         Assert.That(samples, Has.All.GreaterThanOrEqualTo(0));
+
+        // By default warm-up also lasts a minimum time (for the tiered JIT), unless none is asked for.
+        calls = 0;
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        new StopwatchTimer { MinSampleMilliseconds = 0, MinWarmupMilliseconds = 50 }.Time(() => calls++, warmup: 1, repeats: 1);
+        Assert.That(clock.Elapsed.TotalMilliseconds, Is.GreaterThanOrEqualTo(50));
+        Assert.That(calls, Is.GreaterThan(3));
+        calls = 0;
+        new StopwatchTimer { MinSampleMilliseconds = 0, MinWarmupMilliseconds = 10_000 }.Time(() => calls++, warmup: 0, repeats: 1);
+        Assert.That(calls, Is.EqualTo(2), "warmup 0: calibration and one sample only");
 
         calls = 0;
         samples = new StopwatchTimer { MinSampleMilliseconds = 2 }.Time(() => calls++, 0, 3);
