@@ -96,20 +96,20 @@ internal sealed class BenchCommand : ICliCommand
         KernelTraceDriver? trace = null;
         try
         {
-            // The CUDA driver (real or emulated) is traced, so every result lists the kernels it launched.
-            if (backendName == "cuda")
+            if (backendName == "cpu") backend = BackendFactory.Create(backendName);
+            else
             {
-                trace = new KernelTraceDriver(Cuda.RealCudaDriver.Default);
+                // The CUDA driver (real or emulated) is traced, so every result lists the kernels it launched.
+                Cuda.ICudaDriver driver = Cuda.RealCudaDriver.Default;
+                if (backendName == "cuda-emu")
+                {
+                    if (!Cuda.Emulation.EmulatorDriver.TryLoad(out var emulator, out string why))
+                        return Unavailable(backendName, $"CUDA emulator backend unavailable: {why}", jsonPath, warmup, repeats, output);
+                    driver = emulator!;
+                }
+                trace = new KernelTraceDriver(driver);
                 backend = Backends.Cuda.CudaBackend.Create(trace);
             }
-            else if (backendName == "cuda-emu")
-            {
-                if (!Cuda.Emulation.EmulatorDriver.TryLoad(out var emulator, out string why))
-                    return Unavailable(backendName, $"CUDA emulator backend unavailable: {why}", jsonPath, warmup, repeats, output);
-                trace = new KernelTraceDriver(emulator!);
-                backend = Backends.Cuda.CudaBackend.Create(trace);
-            }
-            else backend = BackendFactory.Create(backendName);
         }
         catch (Exception e) when (e is ArgumentException or InvalidOperationException or NotSupportedException or Cuda.CudaException or DllNotFoundException or EntryPointNotFoundException)
         {
